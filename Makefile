@@ -1,0 +1,47 @@
+# The course's commands. `make course` and `make test` each do the set-up they need.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL := models/manifest.json
+PROFILE ?= ci
+
+.PHONY: setup system course test lab bench notebooks down clean
+
+setup: system $(STAMP) $(MODEL)
+
+system:
+	@bash scripts/setup-system.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name uptime-playbook --display-name "Uptime playbook"
+	@touch $(STAMP)
+
+$(MODEL): | $(STAMP)
+	$(PY) -m stack.model.train --model-dir models --version v1
+
+course: setup
+	$(PY) -m stack.course --profile $(PROFILE)
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(PY) -m pip install -q -e '.[lab]'
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: setup
+	$(PY) -m stack.bench
+
+# Re-execute the notebooks in place with their CI parameters (the outputs nbval compares).
+notebooks: setup
+	$(PY) -m stack.course --profile ci --in-place
+
+down:
+	@test -x $(VENV)/bin/stackctl && $(VENV)/bin/stackctl down || true
+
+clean: down
+	rm -rf reports

@@ -1,0 +1,301 @@
+"""A lab: the real processes of one topology, in one run directory, torn down in layers.
+
+Cleanup has three layers: the context manager, an atexit sweep, and the state file
+(``lab.json`` in the run directory) that lets ``stackctl down`` or a later notebook cell stop
+a lab whose creator was killed. Only the PIDs the state file records are ever signalled.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+
+from . import ports
+from .apiserver import ApiReplica
+from .errors import LabStateError, StackError
+from .postgres import API_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
+from .processes import ProcessRecord
+from .topology import Topology, load_topology
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "lab.json"
+
+
+def runs_root() -> Path:
+    """Where labs live: STACK_RUNS_DIR, else a folder in /tmp that every user can enter (the
+    Postgres user must reach its data directory when the lab runs as root)."""
+    env = os.environ.get("STACK_RUNS_DIR")
+    return Path(env) if env else Path("/tmp") / f"uptime-lab-{os.geteuid()}"
+
+
+def project_root() -> Path | None:
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def default_model_dir() -> Path:
+    """The registry `make setup` trains into: STACK_MODEL_DIR, else models/ in the project."""
+    env = os.environ.get("STACK_MODEL_DIR")
+    if env:
+        return Path(env)
+    root = project_root()
+    return (root / "models") if root else Path.home() / ".cache" / "uptime-playbook" / "models"
+
+
+def ensure_model(model_dir: Path | None = None) -> Path:
+    """The model registry, with the first model trained if it has none yet."""
+    from .model import registry, train
+
+    model_dir = Path(model_dir or default_model_dir())
+    try:
+        if registry.latest_version(model_dir):
+            return model_dir
+    except (StackError, OSError):
+        pass
+    log.info("no model in %s yet: training the first one", model_dir)
+    train.train(model_dir)
+    return model_dir
+
+
+class Lab:
+    """Start, inspect and stop the processes of one topology.
+
+    >>> with Lab("before") as lab:          # doctest: +SKIP
+    ...     httpx.get(lab.public_url + "/readyz")
+    """
+
+    def __init__(self, topology: str | Path | Topology = "before", run_dir: str | Path | None = None,
+                 *, model_dir: str | Path | None = None, teardown_at_exit: bool = True):
+        self.topology = load_topology(topology)
+        if run_dir is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = runs_root() / f"{stamp}-{self.topology.name}-{secrets.token_hex(3)}"
+        self.run_dir = Path(run_dir)
+        self.model_dir_source = Path(model_dir) if model_dir else None
+        self.teardown_at_exit = teardown_at_exit
+        self.secrets = {SUPERUSER: secrets.token_urlsafe(18), API_ROLE: secrets.token_urlsafe(18),
+                        REPLICATION_ROLE: secrets.token_urlsafe(18)}
+        self.admin_token = secrets.token_urlsafe(24)
+        self.components: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self._ports: set[int] = set()
+        self._up = False
+
+    # -- addresses --------------------------------------------------------------------------
+    @property
+    def apis(self) -> list[ApiReplica]:
+        return [c for c in self.components.values() if isinstance(c, ApiReplica)]
+
+    @property
+    def db(self) -> PostgresServer:
+        return self.components["postgres"]
+
+    @property
+    def public_url(self) -> str:
+        """The public entry: nginx in front of the replicas, or the only replica."""
+        if "nginx" in self.components:
+            return self.components["nginx"].url
+        return self.apis[0].url
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    def _port(self) -> int:
+        return ports.free_port(taken=self._ports)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def up(self) -> "Lab":
+        """Start every component and wait until each is ready; on any failure, stop what was
+        started and raise the error that names the component."""
+        if self._up:
+            return self
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o755)
+        if self.teardown_at_exit:
+            atexit.register(self.down)
+        self._write_state("starting")
+        try:
+            self._start_all()
+        except BaseException:
+            self.down()
+            raise
+        self._up = True
+        self.timings["up"] = time.monotonic() - t0
+        self._write_state("up")
+        log.info("lab %s up in %.1f s at %s", self.topology.name, self.timings["up"],
+                 self.public_url)
+        return self
+
+    def _start_all(self) -> None:
+        from .model.data import generate_customers
+
+        topo = self.topology
+        model_dir = self.run_dir / "models"
+        if not model_dir.exists():
+            shutil.copytree(ensure_model(self.model_dir_source), model_dir)
+        # Postgres primary: initdb, start, schema and customers
+        pg = PostgresServer("postgres", self.run_dir, self._port(), self.secrets,
+                            max_connections=topo.postgres.max_connections,
+                            start_deadline_s=topo.postgres.start_deadline_s)
+        pg.init_primary()
+        self._started(pg)
+        pg.wait_ready()
+        pg.load_schema(generate_customers(topo.postgres.n_customers))
+        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
+        # API replicas: start them all, then wait for each
+        for i in range(topo.api.replicas):
+            api = ApiReplica(f"api{i + 1}", self.run_dir, self._port(), self._port(),
+                             spec=topo.api, db_conninfo=conninfo, admin_token=self.admin_token,
+                             model_dir=model_dir)
+            self._started(api)
+        for api in self.apis:
+            api.wait_ready()
+
+    def _started(self, component: Any) -> None:
+        """Start a component and record its process in the state file at once."""
+        self.components[component.name] = component
+        component.start()
+        self._write_state("starting")
+
+    def down(self) -> float:
+        """Stop every component, newest first; safe to call twice. Returns the seconds taken."""
+        t0 = time.monotonic()
+        for comp in reversed(list(self.components.values())):
+            try:
+                how = comp.stop()
+                log.debug("%s: %s", comp.name, how)
+            except Exception as exc:  # keep stopping the others
+                log.warning("stopping %s failed: %s", comp.name, exc)
+        if self.components or self.state_path.exists():
+            self._write_state("down")
+            _remove_data(self.run_dir)
+        self._up = False
+        if self.teardown_at_exit:
+            atexit.unregister(self.down)
+        self.timings["down"] = time.monotonic() - t0
+        return self.timings["down"]
+
+    def keep_running(self) -> None:
+        """Leave the lab up after this process exits (``stackctl up``): no atexit teardown."""
+        self.teardown_at_exit = False
+        atexit.unregister(self.down)
+
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- state ----------------------------------------------------------------------------
+    def _write_state(self, status: str) -> None:
+        comps = {}
+        for name, comp in self.components.items():
+            rec = comp.proc.record if comp.proc and comp.proc.record else None
+            comps[name] = {
+                "kind": comp.kind, "address": comp.address, "port": comp.port,
+                "stop_signal": int(comp.proc.stop_signal) if comp.proc else int(signal.SIGTERM),
+                "stop_timeout": comp.proc.stop_timeout if comp.proc else 5.0,
+                "process": rec.to_dict() if rec else None,
+            }
+            if isinstance(comp, ApiReplica):
+                comps[name]["admin_url"] = comp.admin_url
+        state = {
+            "status": status, "run_dir": str(self.run_dir), "owner_pid": os.getpid(),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "topology": self.topology.model_dump(),
+            "public_url": self.public_url if self.apis else None,
+            "admin_token": self.admin_token, "secrets": self.secrets, "components": comps,
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh, indent=2)
+        os.replace(tmp, self.state_path)
+
+    def status(self) -> list[dict]:
+        return component_status(self.state_path)
+
+
+# -- working from a state file (another process, or after the creator died) ---------------------
+def read_state(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LabStateError(f"no lab at {run_dir}: {STATE_FILE} is missing") from None
+    except json.JSONDecodeError as exc:
+        raise LabStateError(f"{path} is not valid JSON ({exc}): stop its processes by hand "
+                            "or delete the folder") from None
+
+
+def _records(state: dict) -> Iterator[tuple[str, dict, ProcessRecord]]:
+    for name, comp in state.get("components", {}).items():
+        if comp.get("process"):
+            yield name, comp, ProcessRecord(**comp["process"])
+
+
+def component_status(state_path: str | Path) -> list[dict]:
+    """For each component: pid, address, running, ready."""
+    state = read_state(Path(state_path).parent)
+    rows = []
+    for name, comp, rec in _records(state):
+        running = rec.group_alive()
+        ready = False
+        if running:
+            if comp["kind"] == "api":
+                try:
+                    ready = httpx.get(comp["address"] + "/readyz", timeout=1).status_code == 200
+                except httpx.HTTPError:
+                    ready = False
+            else:
+                ready = ports.is_listening(comp["port"])
+        rows.append({"component": name, "pid": rec.pid, "address": comp["address"],
+                     "running": running, "ready": ready})
+    return rows
+
+
+def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
+    """Stop a lab from its state file alone (its creator may be dead). Returns (name, how)."""
+    run_dir = Path(run_dir)
+    state = read_state(run_dir)
+    results = []
+    for name, comp, rec in reversed(list(_records(state))):
+        how = rec.stop(stop_signal=comp.get("stop_signal", signal.SIGTERM),
+                       timeout=comp.get("stop_timeout", 5.0)) if rec.group_alive() else "gone"
+        results.append((name, how))
+    state["status"] = "down"
+    (run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    _remove_data(run_dir)
+    return results
+
+
+def live_runs(root: Path | None = None) -> list[Path]:
+    """Run directories under the runs root whose state says the lab is not down."""
+    root = root or runs_root()
+    found = []
+    for state in sorted(root.glob(f"*/{STATE_FILE}")):
+        try:
+            if json.loads(state.read_text()).get("status") != "down":
+                found.append(state.parent)
+        except (OSError, json.JSONDecodeError):
+            found.append(state.parent)
+    return found
+
+
+def _remove_data(run_dir: Path) -> None:
+    """Database files are the bulk of a run directory; logs and records stay for reading."""
+    for data in run_dir.glob("*/data"):
+        shutil.rmtree(data, ignore_errors=True)

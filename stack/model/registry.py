@@ -1,0 +1,236 @@
+"""A model directory: `fraud-<version>.joblib` files and one manifest.json with their sha256.
+
+A model file is only unpickled after its sha256 matches the manifest, because joblib.load
+runs code from the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from stack.errors import ModelRejected
+from stack.model.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_VERSION_RE = re.compile(r"^v(\d+)$")
+_SAFE_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model's manifest record."""
+
+    version: str
+    file: str
+    sha256: str
+    feature_names: tuple[str, ...]
+    metrics: dict[str, float]
+    created_at: str
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256,
+                "feature_names": list(self.feature_names), "metrics": dict(self.metrics),
+                "created_at": self.created_at, "seed": self.seed}
+
+    @classmethod
+    def from_json(cls, version: str, raw: dict[str, Any]) -> "ModelEntry":
+        return cls(version=version, file=str(raw["file"]), sha256=str(raw["sha256"]),
+                   feature_names=tuple(raw["feature_names"]), metrics=dict(raw["metrics"]),
+                   created_at=str(raw["created_at"]), seed=int(raw["seed"]))
+
+
+@dataclass
+class LoadedModel:
+    """A verified, unpickled model ready to score."""
+
+    version: str
+    estimator: Any
+    feature_names: tuple[str, ...]
+    sha256: str
+    metrics: dict[str, float]
+    path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def predict_score(self, X: np.ndarray) -> np.ndarray:
+        """Probability of fraud (class 1) for each row of X."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected shape (n, {len(self.feature_names)}), got {X.shape}")
+        return self.estimator.predict_proba(X)[:, 1]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_filename(version: str) -> str:
+    return f"fraud-{version}.joblib"
+
+
+def read_manifest(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest as a dict; `{"models": {}}` if there is none yet."""
+    path = Path(model_dir) / MANIFEST
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"models": {}}
+    except (OSError, ValueError) as exc:
+        raise ModelRejected(f"cannot read {path}: {exc}; retrain with "
+                            "`python -m stack.model.train --force`") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), dict):
+        raise ModelRejected(f"{path} has no 'models' object; retrain with "
+                            "`python -m stack.model.train --force`")
+    return raw
+
+
+def _write_manifest(model_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest atomically: a temp file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=model_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(manifest, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, model_dir / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_versions(model_dir: str | os.PathLike[str]) -> list[str]:
+    """Versions in the manifest, v<N> sorted numerically (others after, by name)."""
+    names = list(read_manifest(model_dir)["models"])
+
+    def key(name: str) -> tuple[int, int, str]:
+        m = _VERSION_RE.match(name)
+        return (0, int(m.group(1)), name) if m else (1, 0, name)
+
+    return sorted(names, key=key)
+
+
+def latest_version(model_dir: str | os.PathLike[str]) -> str:
+    """The highest v<N> in the manifest."""
+    numbered = [(int(m.group(1)), v) for v in read_manifest(model_dir)["models"]
+                if (m := _VERSION_RE.match(v))]
+    if not numbered:
+        raise ModelRejected(f"no model versions in {Path(model_dir) / MANIFEST}: train one with "
+                            f"`python -m stack.model.train --model-dir {model_dir}`")
+    return max(numbered)[1]
+
+
+def get_entry(model_dir: str | os.PathLike[str], version: str) -> ModelEntry:
+    """The manifest record for a version, or ModelRejected naming the known versions."""
+    models = read_manifest(model_dir)["models"]
+    if version not in models:
+        known = ", ".join(sorted(models)) or "none"
+        raise ModelRejected(f"model version '{version}' is not in {Path(model_dir) / MANIFEST} "
+                            f"(known: {known})")
+    try:
+        return ModelEntry.from_json(version, models[version])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelRejected(f"manifest entry for '{version}' is malformed: {exc}") from exc
+
+
+def save_model(model_dir: str | os.PathLike[str], version: str, estimator: Any,
+               metrics: dict[str, float], seed: int) -> ModelEntry:
+    """Write `fraud-<version>.joblib` and record it in the manifest."""
+    if not _SAFE_VERSION_RE.match(version):
+        raise ModelRejected(f"bad model version '{version}': use letters, digits, '.', '_', '-' "
+                            "(e.g. v2)")
+    directory = Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    filename = model_filename(version)
+    fd, tmp = tempfile.mkstemp(prefix=".fraud-", suffix=".joblib", dir=directory)
+    os.close(fd)
+    try:
+        joblib.dump(estimator, tmp)
+        digest = sha256_file(Path(tmp))
+        os.replace(tmp, directory / filename)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    entry = ModelEntry(version=version, file=filename, sha256=digest,
+                       feature_names=FEATURE_NAMES, metrics=dict(metrics),
+                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       seed=int(seed))
+    manifest = read_manifest(directory)
+    manifest["models"][version] = entry.to_json()
+    _write_manifest(directory, manifest)
+    log.info("saved model %s to %s (sha256 %s)", version, directory / filename, digest[:12])
+    return entry
+
+
+def verify_file(model_dir: str | os.PathLike[str], entry: ModelEntry) -> Path:
+    """Check the entry's file exists and its sha256 matches; return its path."""
+    if Path(entry.file).name != entry.file:
+        raise ModelRejected(f"manifest entry '{entry.version}' names a file outside the model "
+                            f"directory: {entry.file!r}")
+    path = Path(model_dir) / entry.file
+    if not path.is_file():
+        raise ModelRejected(f"model file {path} is missing; retrain with "
+                            f"`python -m stack.model.train --version {entry.version} --force`")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise ModelRejected(f"model file {path} failed its integrity check: expected sha256 "
+                            f"{entry.sha256}, actual {actual}; it was not loaded")
+    return path
+
+
+def verify_version(model_dir: str | os.PathLike[str], version: str) -> bool:
+    """True if the version is in the manifest and its file matches its sha256."""
+    try:
+        verify_file(model_dir, get_entry(model_dir, version))
+    except ModelRejected:
+        return False
+    return True
+
+
+def load_verified(model_dir: str | os.PathLike[str], version: str | None = None) -> LoadedModel:
+    """Verify then load a model (default: the latest), and smoke-test it."""
+    version = version or latest_version(model_dir)
+    entry = get_entry(model_dir, version)
+    if tuple(entry.feature_names) != FEATURE_NAMES:
+        raise ModelRejected(f"model {version} expects features {list(entry.feature_names)}, "
+                            f"this code builds {list(FEATURE_NAMES)}")
+    path = verify_file(model_dir, entry)
+    try:
+        estimator = joblib.load(path)
+    except Exception as exc:
+        raise ModelRejected(f"model file {path} could not be loaded: {exc}") from exc
+    model = LoadedModel(version=version, estimator=estimator, feature_names=entry.feature_names,
+                        sha256=entry.sha256, metrics=entry.metrics, path=path)
+    _smoke_test(model)
+    log.info("loaded model %s from %s", version, path)
+    return model
+
+
+def _smoke_test(model: LoadedModel) -> None:
+    """Score one neutral row; the result must be a probability."""
+    try:
+        score = model.predict_score(np.zeros((1, len(model.feature_names))))
+    except Exception as exc:
+        raise ModelRejected(f"model {model.version} ({model.path}) failed its smoke test: "
+                            f"{exc}") from exc
+    if score.shape != (1,) or not np.all(np.isfinite(score)) or not 0.0 <= score[0] <= 1.0:
+        raise ModelRejected(f"model {model.version} ({model.path}) failed its smoke test: "
+                            f"score {score!r} is not a probability")

@@ -1,0 +1,122 @@
+"""One typed description of a lab: which components run and every timeout and limit they use.
+
+Configs (the API's settings, postgresql.conf, nginx.conf, ...) are rendered from this one
+object. BEFORE is the flaky product of week 1; AFTER the redundant stack of weeks 2-4.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, UnknownName
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSpec(_Spec):
+    """The uvicorn replicas serving the FastAPI app."""
+
+    replicas: int = Field(1, ge=1, le=4)
+    db_pool_max: int = Field(8, ge=1, le=100)
+    db_pool_timeout_s: float = Field(2.0, gt=0, le=60)
+    db_statement_timeout_ms: int = Field(2000, ge=10, le=600_000)
+    db_connect_timeout_s: int = Field(2, ge=1, le=60)
+    redis_timeout_s: float = Field(0.05, gt=0, le=5)
+    cache_ttl_s: int = Field(30, ge=1, le=86_400)
+    memory_limit_mb: int = Field(700, ge=200, le=16_384)
+    graceful_timeout_s: float = Field(5.0, ge=0, le=120)
+    start_deadline_s: float = Field(30.0, gt=0, le=600)
+
+
+class PostgresSpec(_Spec):
+    """Postgres primary, and optionally a streaming-replication standby."""
+
+    standby: bool = False
+    synchronous: bool = False
+    max_connections: int = Field(40, ge=10, le=1000)
+    start_deadline_s: float = Field(20.0, gt=0, le=600)
+    n_customers: int = Field(2000, ge=10, le=1_000_000)
+
+
+class RedisSpec(_Spec):
+    """The feature cache."""
+
+    maxmemory_mb: int = Field(64, ge=8, le=4096)
+
+
+class NginxSpec(_Spec):
+    """The load balancer in front of the replicas."""
+
+    preset: Literal["playbook", "tuned"] = "tuned"
+    workers: int = Field(2, ge=1, le=8)
+
+
+class Topology(_Spec):
+    """A whole lab."""
+
+    name: str = Field("custom", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    api: ApiSpec = ApiSpec()
+    postgres: PostgresSpec = PostgresSpec()
+    redis: RedisSpec | None = None
+    nginx: NginxSpec | None = None
+
+    def with_changes(self, **changes: object) -> "Topology":
+        """A validated copy with dotted-path changes, e.g. ``{"api.replicas": 2}``."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                if not isinstance(node.get(key), dict):
+                    node[key] = {}
+                node = node[key]
+            node[leaf] = value
+        return parse_topology(data, source="changes")
+
+
+BEFORE = Topology(name="before")
+AFTER = Topology(
+    name="after",
+    api=ApiSpec(replicas=2),
+    postgres=PostgresSpec(standby=True, synchronous=True),
+    redis=RedisSpec(),
+    nginx=NginxSpec(preset="tuned"),
+)
+PRESETS: dict[str, Topology] = {"before": BEFORE, "after": AFTER}
+
+
+def parse_topology(data: object, source: str = "topology") -> Topology:
+    """Validate a mapping into a Topology; the error names the first bad field."""
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{err['msg']} (got {err.get('input')!r})", field=field,
+                          source=source) from None
+
+
+def load_topology(name_or_path: str | Path | Topology) -> Topology:
+    """A preset by name ('before', 'after') or a YAML file describing a Topology."""
+    if isinstance(name_or_path, Topology):
+        return name_or_path
+    key = str(name_or_path)
+    if key in PRESETS:
+        return PRESETS[key]
+    path = Path(key)
+    if not path.suffix and not path.exists():
+        raise UnknownName("topology", key, list(PRESETS))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read topology file: {exc.strerror}", source=key) from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source=key,
+                          line=None if line is None else line + 1) from None
+    return parse_topology(data, source=key)

@@ -1,0 +1,228 @@
+"""Traffic against a real HTTP server on 127.0.0.1: open loop, probes, error kinds, stop."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from stack.errors import ConfigError
+from stack.traffic import RECORD_FIELDS, Traffic, TrafficResult, run_traffic
+
+
+class FakeAPI(ThreadingHTTPServer):
+    """A tiny predict API that can be told to stall or to answer 503."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.mode = "ok"  # ok | stall | 503
+        self.stall_s = 3.0
+        self.released = threading.Event()
+        self.idempotency_keys: list[str] = []
+        self.n = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def handle_error(self, request, client_address) -> None:  # clients that gave up
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeAPI
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Backend", "b1")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _serve(self) -> None:
+        mode = self.server.mode
+        if mode == "stall":
+            self.server.released.wait(self.server.stall_s)
+        if mode == "503":
+            self._reply(503, {"detail": "unavailable"})
+            return
+        self.server.n += 1
+        self._reply(200, {"request_id": f"r{self.server.n}", "score": 0.1,
+                          "model_version": "v1", "replica": "b1"})
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length))
+        assert set(body) == {"customer_id", "amount", "merchant_category", "country", "hour",
+                             "is_online"}
+        key = self.headers.get("Idempotency-Key")
+        if key:
+            self.server.idempotency_keys.append(key)
+        self._serve()
+
+
+@pytest.fixture
+def api():
+    server = FakeAPI()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    yield server
+    server.released.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_records_have_all_fields_and_probe_count(api, tmp_path):
+    result = run_traffic(api.url, tmp_path, rate=40, duration=2.0, probe_interval=0.25,
+                         name="ok")
+    assert isinstance(result, TrafficResult)
+    assert result.path == tmp_path / "traffic-ok.jsonl"
+    records = _records(result.path)
+    load = [r for r in records if r["kind"] == "load"]
+    probes = [r for r in records if r["kind"] == "probe"]
+    assert len(load) == result.load_sent == 80
+    assert len(probes) == result.probes_sent == 8  # duration / interval
+    assert result.load_ok == 80 and result.probes_ok == 8
+    for r in records:
+        assert tuple(r) == RECORD_FIELDS
+        assert r["status"] == 200 and r["error"] == "" and r["backend"] == "b1"
+        assert 0 < r["latency_s"] < 1 and r["lag_s"] < 0.2
+    assert all(r["request_id"].startswith("r") for r in load)
+    assert all(r["request_id"] == "" for r in probes)
+    assert [r["t"] for r in sorted(probes, key=lambda r: r["t"])] == pytest.approx(
+        [i * 0.25 for i in range(8)])
+
+
+def test_stall_does_not_slow_the_schedule(api, tmp_path):
+    rate = 50
+    traffic = Traffic(api.url, tmp_path, rate=rate, duration=3.0, timeout=0.5,
+                      probe_timeout=0.5, probe_interval=0.25, name="stall").start()
+    while traffic.elapsed < 1.0:
+        time.sleep(0.01)
+    api.mode, stall_start = "stall", traffic.elapsed
+    time.sleep(1.0)
+    api.mode, stall_end = "ok", traffic.elapsed
+    result = traffic.wait(10)
+    records = _records(result.path)
+    load = [r for r in records if r["kind"] == "load"]
+    assert len(load) == 150
+    in_stall = [r for r in load if stall_start <= r["t"] < stall_end]
+    assert len(in_stall) == pytest.approx(rate * (stall_end - stall_start), abs=3)
+    inner = [r for r in load if stall_start + 0.05 <= r["t"] < stall_end - 0.05]
+    assert inner and all(r["error"] == "timeout" and r["status"] == 0 for r in inner)
+    assert all(r["latency_s"] == pytest.approx(0.5, abs=0.1) for r in inner)
+    assert max(r["lag_s"] for r in load) < 0.1  # requests left on time during the stall
+    assert all(r["error"] == "" for r in load if r["t"] >= stall_end + 0.05)
+    probes = [r for r in records if r["kind"] == "probe"]
+    assert any(r["error"] == "timeout" for r in probes)
+
+
+def test_503_is_http_5xx(api, tmp_path):
+    api.mode = "503"
+    result = run_traffic(api.url, tmp_path, rate=20, duration=1.0, probe_interval=0.5)
+    records = _records(result.path)
+    assert result.load_ok == 0 and result.probes_ok == 0
+    assert all(r["status"] == 503 and r["error"] == "http_5xx" for r in records)
+    assert all(r["backend"] == "b1" and r["request_id"] == "" for r in records)
+
+
+def test_connection_refused_is_connect(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_traffic(f"http://127.0.0.1:{port}", tmp_path, rate=20, duration=1.0,
+                         probe_interval=0.5)
+    records = _records(result.path)
+    assert len(records) == 22
+    assert all(r["error"] == "connect" and r["status"] == 0 for r in records)
+
+
+def test_in_flight_cap_records_client_overload(api, tmp_path):
+    api.mode = "stall"
+    result = run_traffic(api.url, tmp_path, rate=50, duration=1.0, timeout=0.5,
+                         max_in_flight=5)
+    load = [r for r in _records(result.path) if r["kind"] == "load"]
+    errors = {r["error"] for r in load}
+    assert errors == {"timeout", "client_overload"}
+    overload = [r for r in load if r["error"] == "client_overload"]
+    assert len(overload) > 20 and all(r["latency_s"] == 0 for r in overload)
+
+
+def test_stop_ends_early_and_bounded(api, tmp_path):
+    traffic = Traffic(api.url, tmp_path, rate=50, duration=30.0, progress=False)
+    began = time.monotonic()
+    with traffic:
+        time.sleep(0.5)
+    assert time.monotonic() - began < 3.0
+    result = traffic.wait()
+    assert result.duration_s < 1.5
+    records = _records(result.path)
+    assert max(r["t"] for r in records) < 1.0
+    assert len(records) == result.load_sent + result.probes_sent
+
+
+def test_idempotency_keys_are_unique_uuids(api, tmp_path):
+    run_traffic(api.url, tmp_path, rate=20, duration=0.5, idempotency_keys=True)
+    keys = api.idempotency_keys
+    assert len(keys) == 10 and len(set(keys)) == 10
+    assert all(uuid.UUID(k).version == 4 for k in keys)
+
+
+def test_probe_url_can_differ(api, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_traffic(f"http://127.0.0.1:{port}", tmp_path, rate=10, duration=1.0,
+                         probe_url=api.url, probe_path="/healthz", probe_interval=0.5)
+    assert result.load_ok == 0 and result.probes_ok == result.probes_sent == 2
+
+
+def test_progress_bar_runs(api, tmp_path, capsys):
+    result = run_traffic(api.url, tmp_path, rate=10, duration=1.5, progress=True, name="bar")
+    assert result.load_ok == 15
+    assert "bar" in capsys.readouterr().err
+
+
+def test_errors_from_the_thread_are_reraised(api, tmp_path, monkeypatch):
+    async def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Traffic, "_main", broken)
+    traffic = Traffic(api.url, tmp_path, duration=1.0).start()
+    with pytest.raises(RuntimeError, match="boom"):
+        traffic.wait(5)
+
+
+@pytest.mark.parametrize("kw, field", [({"rate": 0}, "rate"), ({"duration": -1}, "duration"),
+                                       ({"timeout": 0}, "timeout")])
+def test_bad_settings_name_the_field(tmp_path, kw, field):
+    with pytest.raises(ConfigError, match=field):
+        Traffic("http://127.0.0.1:1", tmp_path, **kw)
+
+
+def test_bad_url_is_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="base_url"):
+        Traffic("127.0.0.1:8000", tmp_path)
