@@ -22,7 +22,7 @@ import httpx
 
 from . import ports
 from .apiserver import ApiReplica
-from .errors import LabStateError, StackError
+from .errors import LabStateError
 from .postgres import API_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
 from .processes import ProcessRecord
 from .topology import Topology, load_topology
@@ -30,6 +30,8 @@ from .topology import Topology, load_topology
 log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
+# Stop from the front door inwards, so no component serves while what it needs is gone.
+_STOP_RANK = {"nginx": 0, "api": 1, "watchdog": 2, "redis": 3, "postgres": 4}
 
 
 def runs_root() -> Path:
@@ -55,16 +57,16 @@ def default_model_dir() -> Path:
 
 def ensure_model(model_dir: Path | None = None) -> Path:
     """The model registry, with the first model trained if it has none yet."""
-    from .model import registry, train
-
     model_dir = Path(model_dir or default_model_dir())
-    try:
-        if registry.latest_version(model_dir):
+    try:  # a look at the manifest, without importing scikit-learn
+        if json.loads((model_dir / "manifest.json").read_text()).get("models"):
             return model_dir
-    except (StackError, OSError):
+    except (OSError, json.JSONDecodeError):
         pass
+    from .model.train import train
+
     log.info("no model in %s yet: training the first one", model_dir)
-    train.train(model_dir)
+    train(model_dir)
     return model_dir
 
 
@@ -146,22 +148,23 @@ class Lab:
         model_dir = self.run_dir / "models"
         if not model_dir.exists():
             shutil.copytree(ensure_model(self.model_dir_source), model_dir)
-        # Postgres primary: initdb, start, schema and customers
         pg = PostgresServer("postgres", self.run_dir, self._port(), self.secrets,
                             max_connections=topo.postgres.max_connections,
                             start_deadline_s=topo.postgres.start_deadline_s)
+        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
+        replicas = [ApiReplica(f"api{i + 1}", self.run_dir, self._port(), self._port(),
+                               spec=topo.api, db_conninfo=conninfo,
+                               admin_token=self.admin_token, model_dir=model_dir)
+                    for i in range(topo.api.replicas)]
+        # The replicas spend seconds importing and loading the model: start them first, and
+        # make the database meanwhile; they turn ready once it answers.
+        for api in replicas:
+            self._started(api)
         pg.init_primary()
         self._started(pg)
         pg.wait_ready()
         pg.load_schema(generate_customers(topo.postgres.n_customers))
-        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
-        # API replicas: start them all, then wait for each
-        for i in range(topo.api.replicas):
-            api = ApiReplica(f"api{i + 1}", self.run_dir, self._port(), self._port(),
-                             spec=topo.api, db_conninfo=conninfo, admin_token=self.admin_token,
-                             model_dir=model_dir)
-            self._started(api)
-        for api in self.apis:
+        for api in replicas:
             api.wait_ready()
 
     def _started(self, component: Any) -> None:
@@ -173,7 +176,7 @@ class Lab:
     def down(self) -> float:
         """Stop every component, newest first; safe to call twice. Returns the seconds taken."""
         t0 = time.monotonic()
-        for comp in reversed(list(self.components.values())):
+        for comp in sorted(self.components.values(), key=lambda c: _STOP_RANK.get(c.kind, 5)):
             try:
                 how = comp.stop()
                 log.debug("%s: %s", comp.name, how)
@@ -187,6 +190,28 @@ class Lab:
             atexit.unregister(self.down)
         self.timings["down"] = time.monotonic() - t0
         return self.timings["down"]
+
+    def component(self, name: str) -> Any:
+        """A component by name ('api' means the first replica)."""
+        if name == "api" and self.apis:
+            return self.apis[0]
+        try:
+            return self.components[name]
+        except KeyError:
+            from .errors import UnknownName
+            raise UnknownName("component", name, list(self.components) + ["api"]) from None
+
+    def restart(self, name: str, *, wait: bool = True) -> float:
+        """Stop a component if it still runs, start it again and wait until it is ready.
+        Returns the seconds from the start to ready (what users wait through)."""
+        comp = self.component(name)
+        comp.stop()
+        t0 = time.monotonic()
+        comp.start()
+        self._write_state("up" if self._up else "starting")
+        if wait:
+            comp.wait_ready()
+        return time.monotonic() - t0
 
     def keep_running(self) -> None:
         """Leave the lab up after this process exits (``stackctl up``): no atexit teardown."""
@@ -272,7 +297,7 @@ def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     results = []
-    for name, comp, rec in reversed(list(_records(state))):
+    for name, comp, rec in sorted(_records(state), key=lambda r: _STOP_RANK.get(r[1]["kind"], 5)):
         how = rec.stop(stop_signal=comp.get("stop_signal", signal.SIGTERM),
                        timeout=comp.get("stop_timeout", 5.0)) if rec.group_alive() else "gone"
         results.append((name, how))

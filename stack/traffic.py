@@ -24,6 +24,8 @@ from stack.errors import ConfigError, StackError
 
 log = logging.getLogger(__name__)
 
+LATE_S = 0.1  # a request leaving this late means the client, not the server, fell behind
+
 RECORD_FIELDS = ("kind", "t", "wall", "latency_s", "lag_s", "status", "error", "backend",
                  "request_id")
 ERROR_KINDS = ("http_4xx", "http_5xx", "timeout", "connect", "read", "protocol",
@@ -46,6 +48,7 @@ class TrafficResult:
     probes_sent: int
     probes_ok: int
     duration_s: float
+    load_late: int = 0  # left LATE_S or more after their slot, or never (client_overload)
 
     @property
     def load_failed(self) -> int:
@@ -133,6 +136,10 @@ class Traffic:
 
     Records go to `<run_dir>/traffic-<name>.jsonl` (overwritten if it exists). The run ends
     by itself after `duration` seconds; in-flight requests then get at most `timeout` more.
+    A request is not sent, and is recorded as "client_overload", when `max_in_flight` load
+    requests are already out or its slot is more than `timeout` in the past. At most
+    `max_connections` load requests are on the wire; the rest wait, and the wait counts
+    towards their timeout and latency.
     """
 
     def __init__(self, base_url: str, run_dir: str | Path, *, rate: float = 50.0,
@@ -165,6 +172,7 @@ class Traffic:
         self.max_in_flight, self.max_connections = max_in_flight, max_connections
         self._tx = Transactions(n_customers, seed)
         self._counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
+        self._late = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop_requested = False
@@ -298,8 +306,12 @@ class Traffic:
         (load_sent, load_ok), (probes_sent, probes_ok) = self._counts["load"], self._counts["probe"]
         log.info("traffic %s done: load %d/%d ok, probes %d/%d ok", self.name, load_ok,
                  load_sent, probes_ok, probes_sent)
+        if self._late > 0.01 * max(load_sent, 1):
+            log.warning("traffic %s: %d of %d requests left late or not at all; the client "
+                        "could not keep up (lower the rate or in-flight load), so some failures "
+                        "may be the client's", self.name, self._late, load_sent)
         return TrafficResult(self.name, self.path, load_sent, load_ok, probes_sent, probes_ok,
-                             round(self._ended - self._t0, 3))
+                             round(self._ended - self._t0, 3), self._late)
 
     def _cancel_schedules(self) -> None:
         for task in self._schedules:
@@ -324,12 +336,14 @@ class Traffic:
     async def _load_schedule(self, client: httpx.AsyncClient) -> None:
         loop = asyncio.get_running_loop()
 
+        gate = asyncio.Semaphore(self.max_connections)
+
         def launch(due: float) -> None:
-            if len(self._load_tasks) >= self.max_in_flight:
-                now = loop.time()
+            now = loop.time()
+            if len(self._load_tasks) >= self.max_in_flight or now - due > self.timeout:
                 self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
-            task = loop.create_task(self._send_load(client, due))
+            task = loop.create_task(self._send_load(client, due, gate))
             self._load_tasks.add(task)
             task.add_done_callback(self._load_tasks.discard)
 
@@ -339,30 +353,41 @@ class Traffic:
         loop = asyncio.get_running_loop()
 
         def launch(due: float) -> None:
+            now = loop.time()
+            if now - due > self.probe_timeout:
+                self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
+                return
             task = loop.create_task(self._send_probe(client, due))
             self._probe_tasks.add(task)
             task.add_done_callback(self._probe_tasks.discard)
 
         await self._schedule(self.probe_interval, launch)
 
-    async def _send_load(self, client: httpx.AsyncClient, due: float) -> None:
+    async def _send_load(self, client: httpx.AsyncClient, due: float,
+                         gate: asyncio.Semaphore) -> None:
         body = self._tx.next()
         headers = {"Idempotency-Key": str(uuid.uuid4())} if self.idempotency_keys else None
         await self._send("load", due, self.timeout, lambda: client.post(
-            self.predict_url, json=body, headers=headers))
+            self.predict_url, json=body, headers=headers), gate)
 
     async def _send_probe(self, client: httpx.AsyncClient, due: float) -> None:
         await self._send("probe", due, self.probe_timeout, lambda: client.get(self.probe_url))
 
     async def _send(self, kind: str, due: float, timeout: float,
-                    request: Callable[[], Awaitable[httpx.Response]]) -> None:
-        """Send one request under an overall deadline and record its outcome."""
+                    request: Callable[[], Awaitable[httpx.Response]],
+                    gate: asyncio.Semaphore | None = None) -> None:
+        """Send one request under an overall deadline and record its outcome. Waiting for a
+        connection slot at `gate` counts towards the deadline and the latency."""
         loop = asyncio.get_running_loop()
         sent, wall = loop.time(), time.time()
         status, error, backend, request_id = 0, "", "", ""
         try:
             async with asyncio.timeout(timeout):
-                resp = await request()
+                if gate is None:
+                    resp = await request()
+                else:
+                    async with gate:  # queue here, not in httpcore's pool (slow when long)
+                        resp = await request()
             status = resp.status_code
             backend = resp.headers.get("x-backend", "")
             if not 200 <= status < 300:
@@ -383,6 +408,8 @@ class Traffic:
         counts = self._counts[kind]
         counts[0] += 1
         counts[1] += error == ""
+        if kind == "load" and (sent - due >= LATE_S or error == "client_overload"):
+            self._late += 1
         self._writer.write({
             "kind": kind, "t": round(due - self._t0, 6),
             "wall": round(wall, 6),

@@ -106,6 +106,7 @@ def test_records_have_all_fields_and_probe_count(api, tmp_path):
     assert len(load) == result.load_sent == 80
     assert len(probes) == result.probes_sent == 8  # duration / interval
     assert result.load_ok == 80 and result.probes_ok == 8
+    assert result.load_late == 0
     for r in records:
         assert tuple(r) == RECORD_FIELDS
         assert r["status"] == 200 and r["error"] == "" and r["backend"] == "b1"
@@ -124,18 +125,19 @@ def test_stall_does_not_slow_the_schedule(api, tmp_path):
         time.sleep(0.01)
     api.mode, stall_start = "stall", traffic.elapsed
     time.sleep(1.0)
-    api.mode, stall_end = "ok", traffic.elapsed
+    stall_end, api.mode = traffic.elapsed, "ok"
     result = traffic.wait(10)
     records = _records(result.path)
     load = [r for r in records if r["kind"] == "load"]
     assert len(load) == 150
     in_stall = [r for r in load if stall_start <= r["t"] < stall_end]
     assert len(in_stall) == pytest.approx(rate * (stall_end - stall_start), abs=3)
-    inner = [r for r in load if stall_start + 0.05 <= r["t"] < stall_end - 0.05]
-    assert inner and all(r["error"] == "timeout" and r["status"] == 0 for r in inner)
+    inner = [r for r in load if stall_start + 0.15 <= r["t"] < stall_end - 0.15]
+    assert len(inner) > 25
+    assert [r for r in inner if r["error"] != "timeout" or r["status"] != 0] == []
     assert all(r["latency_s"] == pytest.approx(0.5, abs=0.1) for r in inner)
     assert max(r["lag_s"] for r in load) < 0.1  # requests left on time during the stall
-    assert all(r["error"] == "" for r in load if r["t"] >= stall_end + 0.05)
+    assert all(r["error"] == "" for r in load if r["t"] >= stall_end + 0.15)
     probes = [r for r in records if r["kind"] == "probe"]
     assert any(r["error"] == "timeout" for r in probes)
 
@@ -169,6 +171,7 @@ def test_in_flight_cap_records_client_overload(api, tmp_path):
     assert errors == {"timeout", "client_overload"}
     overload = [r for r in load if r["error"] == "client_overload"]
     assert len(overload) > 20 and all(r["latency_s"] == 0 for r in overload)
+    assert result.load_late >= len(overload)
 
 
 def test_stop_ends_early_and_bounded(api, tmp_path):

@@ -13,11 +13,13 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from stack.errors import ModelRejected
 from stack.model.features import FEATURE_NAMES
@@ -66,11 +68,21 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def predict_score(self, X: np.ndarray) -> np.ndarray:
-        """Probability of fraud (class 1) for each row of X."""
+        """Probability of fraud (class 1) for each row of X.
+
+        Runs with one OpenMP thread: the API scores a row at a time from many threads, and
+        per-thread OpenMP teams would spin against each other for hundreds of ms.
+        """
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
             raise ValueError(f"expected shape (n, {len(self.feature_names)}), got {X.shape}")
-        return self.estimator.predict_proba(X)[:, 1]
+        with _threadpools().limit(limits=1, user_api="openmp"):
+            return self.estimator.predict_proba(X)[:, 1]
+
+
+@lru_cache(maxsize=1)
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def sha256_file(path: Path) -> str:

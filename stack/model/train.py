@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
+from threadpoolctl import threadpool_limits
 
 from stack.model.data import generate_customers, generate_transactions
 from stack.model.features import build_matrix
@@ -32,8 +33,11 @@ def train(model_dir: str | os.PathLike[str], version: str = "v1", seed: int = 7,
     estimator = HistGradientBoostingClassifier(
         max_iter=100, learning_rate=0.1, max_leaf_nodes=31, l2_regularization=1.0,
         early_stopping=False, random_state=seed)
-    estimator.fit(X_train, y_train)
-    scores = estimator.predict_proba(X_test)[:, 1]
+    # One OpenMP thread: on a small or busy machine, more threads spin against each other
+    # and training gets several times slower.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        estimator.fit(X_train, y_train)
+        scores = estimator.predict_proba(X_test)[:, 1]
     metrics = {
         "roc_auc": round(float(roc_auc_score(y_test, scores)), 6),
         "average_precision": round(float(average_precision_score(y_test, scores)), 6),

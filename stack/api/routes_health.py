@@ -1,0 +1,70 @@
+"""GET /healthz (alive), /readyz (model loaded and database answering), /metrics."""
+from __future__ import annotations
+
+import threading
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stack.api import db
+from stack.api.state import get_state
+
+router = APIRouter()
+
+READY_DB_TIMEOUT_S = 1.0
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> dict[str, str]:
+    """Liveness: the process is serving."""
+    return {"status": "alive", "replica": get_state(request).settings.name}
+
+
+def _check_db(pool: object, timeout_s: float) -> str | None:
+    """None if SELECT 1 answers within timeout_s, else the reason.
+
+    The query runs in a helper thread so a hung server cannot hold /readyz past the deadline.
+    """
+    if pool is None:
+        return "database unreachable: no connection pool"
+    outcome: list[str | None] = []
+
+    def run() -> None:
+        try:
+            db.ping(pool, timeout_s)  # type: ignore[arg-type]
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(f"database unreachable: {db.describe_error(exc)}")
+
+    worker = threading.Thread(target=run, name="readyz-ping", daemon=True)
+    worker.start()
+    worker.join(timeout_s + 0.25)
+    if not outcome:
+        return f"database unreachable: SELECT 1 took longer than {timeout_s:g} s"
+    return outcome[0]
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    """Readiness: 200 if the model is loaded and the database answers, else 503 with reasons."""
+    st = get_state(request)
+    reasons = []
+    model = st.model
+    if model is None:
+        reasons.append(f"model not loaded: {st.model_error}")
+    db_reason = _check_db(st.pool, READY_DB_TIMEOUT_S)
+    if db_reason:
+        reasons.append(db_reason)
+    if reasons:
+        return JSONResponse({"status": "not_ready", "replica": st.settings.name,
+                             "reasons": reasons}, status_code=503)
+    return JSONResponse({"status": "ready", "replica": st.settings.name,
+                         "model_version": model.version if model else None})
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus text format from this app's own registry."""
+    registry = get_state(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

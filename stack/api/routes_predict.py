@@ -1,0 +1,110 @@
+"""POST /predict: look up the customer, score, record the prediction, answer."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel
+
+from stack.api import db
+from stack.api.schemas import Transaction
+from stack.api.state import ApiError, ApiState, get_state
+from stack.model.features import build_features
+from stack.model.registry import LoadedModel
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+class Prediction(BaseModel):
+    request_id: str
+    score: float
+    model_version: str
+    replica: str
+
+
+def _parse_key(key: str | None) -> uuid.UUID | None:
+    if key is None:
+        return None
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        raise ApiError(422, "invalid_request", [
+            {"field": "Idempotency-Key", "message": "must be a UUID, e.g. "
+             "123e4567-e89b-12d3-a456-426614174000"}]) from None
+
+
+def _stored(row: dict[str, Any], inputs: dict[str, Any]) -> Prediction:
+    if row["inputs"] != inputs:
+        raise ApiError(409, "idempotency_key_reused",
+                       f"request {row['request_id']} was already made with different inputs")
+    return Prediction(request_id=str(row["request_id"]), score=row["score"],
+                      model_version=row["model_version"], replica=row["replica"])
+
+
+def _customer(st: ApiState, customer_id: int) -> dict[str, Any] | None:
+    row = st.cache.get(customer_id)
+    if row is None:
+        row = db.fetch_customer(st.pool, customer_id, delay_ms=st.faults.current.db_delay_ms)
+        if row is not None:
+            st.cache.put(customer_id, row)
+    return row
+
+
+def _score(st: ApiState, model: LoadedModel, txn: dict[str, Any],
+           customer: dict[str, Any]) -> float:
+    try:
+        score = float(model.predict_score(build_features(txn, customer))[0])
+    except Exception as exc:
+        st.metrics.predictions.labels("model_error").inc()
+        log.exception("model %s failed to score", model.version)
+        st.reporter.report(exc, cause="model", route="/predict")
+        raise ApiError(500, "model_error", f"model {model.version} failed to score") from exc
+    return score
+
+
+@router.post("/predict", response_model=Prediction)
+def predict(
+    txn: Transaction,
+    request: Request,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> Prediction:
+    """Score a transaction and record it; an Idempotency-Key (UUID) makes retries safe."""
+    st = get_state(request)
+    st.faults.on_predict()
+    model = st.model  # one snapshot, so a reload mid-request cannot mix versions
+    if model is None:
+        st.metrics.predictions.labels("model_error").inc()
+        raise ApiError(503, "model_not_loaded", f"no model is loaded: {st.model_error}")
+    key = _parse_key(idempotency_key)
+    request_id = key or uuid.uuid4()
+    inputs = txn.model_dump()
+    try:
+        if key is not None and (row := db.fetch_prediction(st.pool, key)) is not None:
+            st.metrics.predictions.labels("ok").inc()
+            return _stored(row, inputs)
+        customer = _customer(st, txn.customer_id)
+        if customer is None:
+            st.metrics.predictions.labels("unknown_customer").inc()
+            raise ApiError(404, "unknown_customer",
+                           f"customer {txn.customer_id} does not exist")
+        score = _score(st, model, inputs, customer)
+        if not db.insert_prediction(st.pool, request_id, txn.customer_id, inputs, score,
+                                    model.version, st.settings.name):
+            # Another request with the same key won the race: answer with its result.
+            row = db.fetch_prediction(st.pool, request_id)
+            if row is None:
+                raise ApiError(503, "database_unavailable", "prediction vanished after insert")
+            st.metrics.predictions.labels("ok").inc()
+            return _stored(row, inputs)
+    except db.DB_ERRORS as exc:
+        st.metrics.predictions.labels("db_error").inc()
+        log.warning("database error on /predict: %s", db.describe_error(exc))
+        st.reporter.report(exc, cause="database", route="/predict")
+        raise ApiError(503, "database_unavailable", db.describe_error(exc)) from exc
+    st.metrics.predictions.labels("ok").inc()
+    return Prediction(request_id=str(request_id), score=score, model_version=model.version,
+                      replica=st.settings.name)

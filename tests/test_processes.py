@@ -1,0 +1,76 @@
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stack.errors import ComponentFailed
+from stack.processes import ManagedProcess, ProcessRecord
+
+
+def _sleeper(tmp_path: Path, name: str = "sleeper", code: str = "import time; time.sleep(60)"):
+    return ManagedProcess(name, [sys.executable, "-c", code], tmp_path / f"{name}.log")
+
+
+def test_start_records_own_group_and_stops(tmp_path: Path):
+    p = _sleeper(tmp_path)
+    rec = p.start()
+    try:
+        assert rec.pgid == rec.pid and rec.is_ours() and rec.group_alive()
+    finally:
+        assert p.stop() in ("graceful", "terminated")
+    assert not rec.group_alive()
+
+
+def test_child_that_exits_fails_at_once_with_log_tail(tmp_path: Path):
+    p = _sleeper(tmp_path, "crasher", "import sys; print('boom: no config'); sys.exit(3)")
+    p.start()
+    t0 = time.monotonic()
+    with pytest.raises(ComponentFailed) as err:
+        p.wait_ready(lambda: False, deadline_s=30)
+    assert time.monotonic() - t0 < 5
+    assert "crasher" in str(err.value) and "code 3" in str(err.value)
+    assert "boom: no config" in str(err.value)
+
+
+def test_deadline_stops_the_process_and_names_it(tmp_path: Path):
+    p = _sleeper(tmp_path, "slowpoke")
+    rec = p.start()
+    with pytest.raises(ComponentFailed, match=r"slowpoke failed: not ready within 0.3 s"):
+        p.wait_ready(lambda: False, deadline_s=0.3)
+    assert not rec.group_alive()
+
+
+def test_process_ignoring_term_is_killed(tmp_path: Path):
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    p = ManagedProcess("stubborn", [sys.executable, "-c", code], tmp_path / "s.log",
+                       stop_timeout=0.3)
+    rec = p.start()
+    time.sleep(0.3)
+    assert p.stop() == "killed"
+    assert not rec.group_alive()
+
+
+def test_pause_and_resume(tmp_path: Path):
+    p = _sleeper(tmp_path)
+    rec = p.start()
+    try:
+        assert p.pause()
+        state = Path(f"/proc/{rec.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state == "T"
+        assert p.resume()
+    finally:
+        p.stop()
+
+
+def test_record_of_another_process_is_never_signalled(tmp_path: Path):
+    p = _sleeper(tmp_path)
+    rec = p.start()
+    try:
+        wrong = ProcessRecord("x", rec.pid, rec.pgid, rec.start_time + 1, "")
+        assert not wrong.is_ours() and not wrong.group_alive()
+        assert not wrong.send(signal.SIGKILL)
+        assert rec.group_alive()
+    finally:
+        p.stop()
