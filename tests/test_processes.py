@@ -56,10 +56,17 @@ def test_pause_and_resume(tmp_path: Path):
     p = _sleeper(tmp_path)
     rec = p.start()
     try:
-        assert p.pause()
-        state = Path(f"/proc/{rec.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        assert state == "T"
-        assert p.resume()
+        def state() -> str:
+            return Path(f"/proc/{rec.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+        def settles(want: str) -> bool:
+            deadline = time.monotonic() + 2
+            while state() != want and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return state() == want
+
+        assert p.pause() and settles("T")
+        assert p.resume() and settles("S")
     finally:
         p.stop()
 

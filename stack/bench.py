@@ -1,0 +1,100 @@
+"""`make bench`: the lab's performance figures, printed (never asserted).
+
+For /predict on the BEFORE lab at a fixed arrival rate: p50, p99 and throughput through HTTP,
+beside the floor, the bare in-process cost of the same requests' feature lookup plus
+model.predict, measured in the same run against the same Postgres.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import analysis
+from .lab import Lab
+from .traffic import Traffic, Transactions
+
+
+def measure_floor(lab: Lab, n: int = 500, seed: int = 1) -> list[float]:
+    """Seconds per request for: SELECT the customer's features, build them, model.predict."""
+    from .model import build_features, load_verified
+
+    model = load_verified(lab.apis[0].settings["model_dir"])
+    txns = Transactions(n_customers=lab.topology.postgres.n_customers, seed=seed)
+    cols = ("customer_id", "home_country", "account_age_days", "avg_amount_30d",
+            "txn_count_30d", "chargebacks_1y")
+    samples = []
+    with lab.db.connect(user="api") as conn:
+        for i in range(n + 50):
+            txn = txns.next()
+            t0 = time.perf_counter()
+            row = conn.execute(f"SELECT {', '.join(cols)} FROM customers WHERE customer_id = %s",
+                               (txn["customer_id"],)).fetchone()
+            customer = dict(zip(cols, row))
+            model.predict_score(build_features(txn, customer))
+            if i >= 50:  # the first ones warm caches
+                samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def run(rate: float = 50.0, duration: float = 20.0, topology: str = "before") -> dict:
+    t0 = time.monotonic()
+    lab = Lab(topology)
+    lab.up()
+    try:
+        cold_start = time.monotonic() - t0
+        floor = measure_floor(lab)
+        with Traffic(lab.public_url, lab.run_dir, rate=rate, duration=duration,
+                     name="bench") as traffic:
+            result = traffic.wait()
+        df = analysis.load_records(result.path)
+        load = df[df["kind"] == "load"]
+        ok = load[load["status"] == 200]
+        lat = analysis.latency_percentiles(df, ok_only=True)
+        figures = {
+            "rate": rate, "duration_s": duration, "requests": len(load), "ok": len(ok),
+            "throughput_rps": len(ok) / duration,
+            "http_p50_ms": lat["p50"], "http_p99_ms": lat["p99"],
+            "floor_p50_ms": statistics.median(floor) * 1000,
+            "floor_p99_ms": float(np.percentile(floor, 99)) * 1000,
+            "cold_start_s": cold_start, "lab_up_s": lab.timings["up"],
+        }
+    finally:
+        figures_down = lab.down()
+    figures["teardown_s"] = figures_down
+    figures["http_over_floor"] = figures["http_p50_ms"] / figures["floor_p50_ms"]
+    return figures
+
+
+def report(f: dict) -> str:
+    return "\n".join([
+        f"BEFORE lab, POST /predict at {f['rate']:g} req/s for {f['duration_s']:g} s "
+        f"(open loop): {f['ok']} of {f['requests']} ok",
+        f"  through HTTP:  p50 {f['http_p50_ms']:7.2f} ms   p99 {f['http_p99_ms']:7.2f} ms   "
+        f"throughput {f['throughput_rps']:.1f} req/s",
+        f"  floor:         p50 {f['floor_p50_ms']:7.2f} ms   p99 {f['floor_p99_ms']:7.2f} ms   "
+        "(feature SELECT + model.predict, in process)",
+        f"  HTTP p50 / floor p50 = {f['http_over_floor']:.2f}x   (target: within 2x)",
+        f"  cold start {f['cold_start_s']:.2f} s (target < 5 s), "
+        f"teardown {f['teardown_s']:.2f} s (target < 2 s)",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.bench", description=__doc__)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--duration", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    figures = run(args.rate, args.duration)
+    print(report(figures))
+    out = Path("reports")
+    out.mkdir(exist_ok=True)
+    (out / "bench.txt").write_text(report(figures) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
