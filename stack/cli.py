@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from pathlib import Path
 
-from .errors import StackError
+from .errors import ConfigError, StackError
 from .lab import Lab, component_status, down_run, live_runs, read_state, runs_root
 
 
@@ -58,6 +60,70 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fault(args: argparse.Namespace) -> int:
+    from . import faults
+
+    if args.list or not args.name:
+        for name, summary in faults.describe():
+            print(f"  {name:<22} {summary}")
+        return 0
+    lab = Lab.attach(args.run_dir)
+    params = _params(args.param)
+    applied = faults.apply(lab, args.name, args.target, **params)
+    print(f"fault {args.name} on {args.target}: applied"
+          + (f" for {args.seconds:g} s" if args.seconds else " (Ctrl-C undoes it)"))
+    try:
+        if args.seconds:
+            time.sleep(args.seconds)
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        faults.undo(lab, applied)
+        print(f"fault {args.name} on {args.target}: undone")
+    return 0
+
+
+def _params(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"expected KEY=VALUE, got {pair!r}", field="--param")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from . import faults
+    from .runner import run_scenario
+    from .scenario import load_scenario
+
+    scenario = load_scenario(args.file, known_faults=faults.names())
+    if args.time_scale != 1.0:
+        scenario = scenario.scaled(args.time_scale)
+    with Lab(args.topology) as lab:
+        print(f"lab '{lab.topology.name}' up in {lab.timings['up']:.1f} s; replaying "
+              f"{scenario.name} ({scenario.duration_s:g} s, {len(scenario.events)} faults)")
+        result = run_scenario(lab, scenario)
+        s = result.summary()
+    print(f"availability {s['availability']:.3%} (probes {s['probe_availability']:.3%}), "
+          f"p99 {s['p99_ms']:.0f} ms, failed requests {s['failed']} of {s['requests']}")
+    print(f"downtime at this rate: {s['downtime_min_per_30d']:.0f} min per 30 days")
+    for kind, n in sorted(s["failed_by_kind"].items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<16} {n}")
+    for f in result.faults:
+        note = f"  ({f['error']})" if f["error"] else ""
+        print(f"  t={f['start']:6.1f}-{f['end']:6.1f} s  {f['fault']} on {f['target']}{note}")
+    print(f"records: {result.records_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the lab does")
@@ -77,6 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("down", help="stop a lab, also one whose creator died")
     p.add_argument("--run-dir", help="one lab (default: every running lab)")
     p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("fault", help="apply a fault to a running lab, hold it, then undo it")
+    p.add_argument("name", nargs="?", help="the fault (see --list)")
+    p.add_argument("target", nargs="?", default="api1", help="component (default: api1)")
+    p.add_argument("--for", dest="seconds", type=float, default=None,
+                   help="undo after this many seconds (default: on Ctrl-C)")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="fault parameter")
+    p.add_argument("--list", action="store_true", help="list the faults")
+    p.add_argument("--run-dir", help="the lab (default: the only running lab)")
+    p.set_defaults(func=cmd_fault)
+
+    p = sub.add_parser("scenario", help="start a lab, replay a scenario under traffic, report, "
+                       "tear down")
+    p.add_argument("file", help="scenario YAML, e.g. scenarios/production_week.yaml")
+    p.add_argument("--topology", default="before", help="before, after, or a YAML file")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="stretch (>1) or compress (<1) the timeline")
+    p.set_defaults(func=cmd_scenario)
     return parser
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import httpx
 import psycopg
 
 from .errors import ConfigError, StackError, UnknownName
@@ -106,9 +107,12 @@ def _restart_if_down(lab: "Lab", target: str) -> None:
 def _admin_faults(lab: "Lab", target: str, **knobs: Any) -> dict[str, Any]:
     """Set the replica's in-process fault knobs through its admin port; returns the old ones."""
     api = lab.component(target)
-    old = api.admin("GET", "/admin/faults", timeout=5).json()
-    new = {**old, **knobs}
-    resp = api.admin("PUT", "/admin/faults", json=new, timeout=5)
+    try:
+        old = api.admin("GET", "/admin/faults", timeout=5).json()
+        new = {k: v for k, v in {**old, **knobs}.items() if k != "leaked_mb"}
+        resp = api.admin("PUT", "/admin/faults", json=new, timeout=5)
+    except httpx.HTTPError as exc:
+        raise StackError(f"{target}'s admin port did not answer: {exc}") from exc
     if resp.status_code != 200:
         raise StackError(f"{target} refused fault knobs {knobs}: {resp.text}")
     return old
@@ -180,28 +184,42 @@ class MemoryLeak(Fault):
 @register
 class ConnectionExhaustion(Fault):
     name = "connection_exhaustion"
-    summary = ("another client takes Postgres' free connection slots (a batch job, a "
-               "migration, a leaking service) while a traffic spike needs more")
+    summary = ("a batch job takes Postgres' free connection slots while a traffic spike of "
+               "slower queries needs more connections than the API's pool holds")
     targets = ("postgres",)
-    params = {"leave_free": 0, "hold_ms": 0}
+    params = {"spike_rate": 120.0, "query_ms": 100, "leave_free": 0}
 
     def apply(self, lab, target, params):
+        from .traffic import Traffic
+
         pg = lab.component(target)
-        conns: list[psycopg.Connection] = []
         with pg.connect(dbname="postgres") as probe:
             max_conn = int(probe.execute("SHOW max_connections").fetchone()[0])
-            reserved = int(probe.execute("SHOW superuser_reserved_connections").fetchone()[0])
-            used = int(probe.execute("SELECT count(*) FROM pg_stat_activity "
-                                     "WHERE backend_type = 'client backend'").fetchone()[0])
-        want = max(0, max_conn - reserved - used - int(params["leave_free"]))
-        for _ in range(want):
+        conns: list[psycopg.Connection] = []
+        while len(conns) < max_conn:  # until Postgres says no
             try:
                 conns.append(pg.connect(user="api"))
             except psycopg.OperationalError:
-                break  # every slot is taken
-        return Applied(self.name, target, params, state={"conns": conns, "taken": len(conns)})
+                break
+        for _ in range(min(int(params["leave_free"]), len(conns))):
+            conns.pop().close()
+        old = {api.name: _admin_faults(lab, api.name, db_delay_ms=int(params["query_ms"]))
+               for api in lab.apis if api.proc and api.proc.alive()}
+        spike = Traffic(lab.public_url, lab.run_dir, rate=float(params["spike_rate"]),
+                        duration=3600, name=f"spike-{int(time.time())}", progress=False,
+                        timeout=2.0, probe_interval=60, n_customers=lab.topology.postgres.n_customers,
+                        seed=99)
+        spike.start()
+        return Applied(self.name, target, params,
+                       state={"conns": conns, "taken": len(conns), "old": old, "spike": spike})
 
     def undo(self, lab, applied):
+        applied.state["spike"].stop()
+        for name, old in applied.state["old"].items():
+            try:
+                _admin_faults(lab, name, db_delay_ms=old["db_delay_ms"])
+            except (StackError, OSError) as exc:
+                log.warning("could not reset %s: %s", name, exc)
         for conn in applied.state.pop("conns", []):
             try:
                 conn.close()

@@ -24,8 +24,9 @@ from . import ports
 from .apiserver import ApiReplica
 from .errors import LabStateError
 from .postgres import API_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
-from .processes import ProcessRecord
-from .topology import Topology, load_topology
+from .processes import ManagedProcess, ProcessRecord
+from .topology import Topology, load_topology, parse_topology
+from .watchdog import MemoryWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,34 @@ class Lab:
                  self.public_url)
         return self
 
+    def _plan(self, known: dict[str, dict] | None = None) -> dict[str, Any]:
+        """The component objects of the topology, not started. `known` gives the ports of a
+        lab that already runs (attaching from its state file)."""
+        known = known or {}
+        topo = self.topology
+
+        def port(name: str, key: str = "port") -> int:
+            value = known.get(name, {}).get(key)
+            if value:
+                self._ports.add(int(value))
+                return int(value)
+            return self._port()
+
+        plan: dict[str, Any] = {}
+        pg = PostgresServer("postgres", self.run_dir, port("postgres"), self.secrets,
+                            max_connections=topo.postgres.max_connections,
+                            start_deadline_s=topo.postgres.start_deadline_s)
+        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
+        for i in range(topo.api.replicas):
+            name = f"api{i + 1}"
+            plan[name] = ApiReplica(name, self.run_dir, port(name), port(name, "admin_port"),
+                                    spec=topo.api, db_conninfo=conninfo,
+                                    admin_token=self.admin_token,
+                                    model_dir=self.run_dir / "models")
+        plan["postgres"] = pg
+        plan["watchdog"] = MemoryWatchdog("watchdog", self.run_dir, topo.api.memory_limit_mb)
+        return plan
+
     def _start_all(self) -> None:
         from .model.data import generate_customers
 
@@ -148,14 +177,9 @@ class Lab:
         model_dir = self.run_dir / "models"
         if not model_dir.exists():
             shutil.copytree(ensure_model(self.model_dir_source), model_dir)
-        pg = PostgresServer("postgres", self.run_dir, self._port(), self.secrets,
-                            max_connections=topo.postgres.max_connections,
-                            start_deadline_s=topo.postgres.start_deadline_s)
-        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
-        replicas = [ApiReplica(f"api{i + 1}", self.run_dir, self._port(), self._port(),
-                               spec=topo.api, db_conninfo=conninfo,
-                               admin_token=self.admin_token, model_dir=model_dir)
-                    for i in range(topo.api.replicas)]
+        plan = self._plan()
+        replicas = [c for c in plan.values() if isinstance(c, ApiReplica)]
+        pg = plan["postgres"]
         # The replicas spend seconds importing and loading the model: start them first, and
         # make the database meanwhile; they turn ready once it answers.
         for api in replicas:
@@ -166,6 +190,36 @@ class Lab:
         pg.load_schema(generate_customers(topo.postgres.n_customers))
         for api in replicas:
             api.wait_ready()
+        self._started(plan["watchdog"])
+
+    @classmethod
+    def attach(cls, run_dir: str | Path | None = None) -> "Lab":
+        """The Lab object of a lab that runs already (started by another process), from its
+        state file. It does not tear the lab down when this process exits."""
+        if run_dir is None:
+            runs = live_runs()
+            if len(runs) != 1:
+                raise LabStateError(
+                    f"{len(runs)} labs are running under {runs_root()}: name one with run_dir"
+                    if runs else f"no lab is running under {runs_root()}: start one with "
+                    "`stackctl up`")
+            run_dir = runs[0]
+        state = read_state(run_dir)
+        if state.get("status") != "up":
+            raise LabStateError(f"the lab in {run_dir} is {state.get('status')}, not up")
+        lab = cls(parse_topology(state["topology"], source=str(run_dir)), run_dir,
+                  teardown_at_exit=False)
+        lab.secrets = state["secrets"]
+        lab.admin_token = state["admin_token"]
+        lab.components = lab._plan(state["components"])
+        for name, comp in lab.components.items():
+            rec = state["components"].get(name, {})
+            if rec.get("process"):
+                comp.proc = ManagedProcess.attached(
+                    ProcessRecord(**rec["process"]), stop_signal=rec["stop_signal"],
+                    stop_timeout=rec["stop_timeout"])
+        lab._up = True
+        return lab
 
     def _started(self, component: Any) -> None:
         """Start a component and record its process in the state file at once."""
@@ -209,6 +263,7 @@ class Lab:
         t0 = time.monotonic()
         comp.start()
         self._write_state("up" if self._up else "starting")
+        log.info("restarted %s (pid %s)", name, comp.proc.pid)
         if wait:
             comp.wait_ready()
         return time.monotonic() - t0
@@ -237,6 +292,7 @@ class Lab:
             }
             if isinstance(comp, ApiReplica):
                 comps[name]["admin_url"] = comp.admin_url
+                comps[name]["admin_port"] = comp.admin_port
         state = {
             "status": status, "run_dir": str(self.run_dir), "owner_pid": os.getpid(),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -285,9 +341,12 @@ def component_status(state_path: str | Path) -> list[dict]:
                     ready = httpx.get(comp["address"] + "/readyz", timeout=1).status_code == 200
                 except httpx.HTTPError:
                     ready = False
-            else:
+            elif comp.get("port"):
                 ready = ports.is_listening(comp["port"])
-        rows.append({"component": name, "pid": rec.pid, "address": comp["address"],
+            else:
+                ready = True
+        rows.append({"component": name, "kind": comp["kind"], "pid": rec.pid,
+                     "address": comp["address"],
                      "running": running, "ready": ready})
     return rows
 

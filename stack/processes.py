@@ -111,14 +111,16 @@ class ProcessRecord:
             return False
 
     def wait_gone(self, timeout: float, popen: subprocess.Popen | None = None) -> bool:
+        """Wait until no process of the group is left (and our own child is reaped: a killed
+        multi-threaded process shows as a zombie before its threads have all exited)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if popen is not None:
-                popen.poll()  # reap our own child so it does not linger as a zombie
-            if not self.group_alive():
+        while True:
+            reaped = popen is None or popen.poll() is not None
+            if reaped and not self.group_alive():
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.02)
-        return not self.group_alive()
 
     def stop(self, *, stop_signal: int = signal.SIGTERM, timeout: float = 5.0,
              popen: subprocess.Popen | None = None) -> str:
@@ -191,7 +193,19 @@ class ManagedProcess:
         return self.record
 
     def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        """Running: our child has not exited (or, attached from a state file, its group lives)."""
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return self.record is not None and self.record.group_alive()
+
+    @classmethod
+    def attached(cls, record: ProcessRecord, *, stop_signal: int = signal.SIGTERM,
+                 stop_timeout: float = 5.0) -> "ManagedProcess":
+        """A process another Python process started, known from the lab's state file."""
+        proc = cls(record.name, [], record.log, stop_signal=stop_signal,
+                   stop_timeout=stop_timeout)
+        proc.record = record
+        return proc
 
     def wait_ready(self, check: ReadyCheck, deadline_s: float, interval: float = 0.05) -> float:
         """Poll `check` until it returns True, under one deadline. Fails at once if the process

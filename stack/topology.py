@@ -47,6 +47,9 @@ class RedisSpec(_Spec):
     """The feature cache."""
 
     maxmemory_mb: int = Field(64, ge=8, le=4096)
+    ping_timeout_s: float = Field(0.5, gt=0, le=10)
+    stop_timeout_s: float = Field(5.0, gt=0, le=60)
+    start_deadline_s: float = Field(10.0, gt=0, le=600)
 
 
 class NginxSpec(_Spec):
@@ -54,6 +57,22 @@ class NginxSpec(_Spec):
 
     preset: Literal["playbook", "tuned"] = "tuned"
     workers: int = Field(2, ge=1, le=8)
+    worker_connections: int = Field(512, ge=16, le=65_536)
+    # The settings below shape the 'tuned' preset; 'playbook' is rendered as printed.
+    connect_timeout_s: float = Field(0.5, gt=0, le=60)
+    send_timeout_s: float = Field(1.5, gt=0, le=600)
+    read_timeout_s: float = Field(1.5, gt=0, le=600)
+    max_fails: int = Field(1, ge=0, le=100)
+    fail_timeout_s: int = Field(5, ge=1, le=3600)  # nginx takes whole seconds here
+    keepalive: int = Field(32, ge=1, le=1024)
+    zone_kb: int = Field(64, ge=32, le=65_536)
+    next_upstream_tries: int = Field(2, ge=0, le=10)
+    next_upstream_timeout_s: float = Field(3.0, ge=0, le=600)
+    # both presets: how long old workers may finish in-flight requests on quit or reload
+    shutdown_timeout_s: float = Field(10.0, gt=0, le=600)
+    start_deadline_s: float = Field(10.0, gt=0, le=600)
+    reload_deadline_s: float = Field(10.0, gt=0, le=600)
+    http_timeout_s: float = Field(1.0, gt=0, le=60)  # the lab's own checks (status, version)
 
 
 class Topology(_Spec):

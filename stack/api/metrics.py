@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -35,6 +35,7 @@ class ApiMetrics:
     def __init__(self, get_pool: Callable[[], Any] = lambda: None):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes shows a leak growing
         self.requests = Counter("http_requests", "HTTP requests by route, method and status",
                                 ["route", "method", "status"], registry=r)
         self.duration = Histogram("http_request_duration_seconds",

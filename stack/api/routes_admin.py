@@ -1,6 +1,7 @@
 """Admin routes (admin port only, bearer token): model reload and fault knobs."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from typing import Any
@@ -16,8 +17,9 @@ from stack.model.registry import load_verified
 log = logging.getLogger(__name__)
 
 
-def require_admin(request: Request) -> None:
-    """404 off the admin port; 401 without `Authorization: Bearer <admin_token>`."""
+async def require_admin(request: Request) -> None:
+    """Runs on the event loop (async), so admin calls still answer when every worker thread
+    is stuck in a slow request. 404 off the admin port; 401 without `Authorization: Bearer <admin_token>`."""
     settings = get_state(request).settings
     server = request.scope.get("server")
     if not server or server[1] != settings.admin_port:
@@ -32,8 +34,13 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
 
 
 @router.post("/model/reload")
-def reload_model(request: Request, body: ReloadRequest | None = None) -> dict[str, Any]:
+async def reload_model(request: Request, body: ReloadRequest | None = None) -> dict[str, Any]:
     """Load and verify a version (default: latest) and make it active; 409 if rejected."""
+    # loading reads and unpickles a file: off the event loop, and off the request threads
+    return await asyncio.to_thread(_reload, request, body)
+
+
+def _reload(request: Request, body: ReloadRequest | None) -> dict[str, Any]:
     st = get_state(request)
     version = body.version if body else None
     with st.reload_lock:
@@ -50,13 +57,13 @@ def reload_model(request: Request, body: ReloadRequest | None = None) -> dict[st
 
 
 @router.get("/faults")
-def get_faults(request: Request) -> dict[str, Any]:
+async def get_faults(request: Request) -> dict[str, Any]:
     """The current fault knobs, and how much memory the leak fault holds."""
     return {**get_state(request).faults.current.model_dump(), "leaked_mb": leaked_mb()}
 
 
 @router.put("/faults")
-def put_faults(request: Request, faults: Faults) -> dict[str, Any]:
+async def put_faults(request: Request, faults: Faults) -> dict[str, Any]:
     """Replace all fault knobs (omitted ones reset to 0)."""
     get_state(request).faults.replace(faults)
     return {**faults.model_dump(), "leaked_mb": leaked_mb()}

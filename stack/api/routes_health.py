@@ -16,7 +16,7 @@ READY_DB_TIMEOUT_S = 1.0
 
 
 @router.get("/healthz")
-def healthz(request: Request) -> dict[str, str]:
+async def healthz(request: Request) -> dict[str, str]:
     """Liveness: the process is serving."""
     return {"status": "alive", "replica": get_state(request).settings.name}
 
@@ -64,7 +64,7 @@ def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-def metrics(request: Request) -> Response:
+async def metrics(request: Request) -> Response:
     """Prometheus text format from this app's own registry."""
     registry = get_state(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

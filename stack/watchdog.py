@@ -1,0 +1,120 @@
+"""The lab's memory limit: a small process that kills an API replica whose memory passes the
+topology's limit, as the kernel's OOM killer does to a container over its memory limit.
+
+It reads the lab's state file on every tick, so it follows replicas that were restarted, and
+signals only the process groups recorded there. Each kill is appended to oom-kills.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .processes import ManagedProcess, ProcessRecord, _group_members
+
+log = logging.getLogger(__name__)
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a group, in MB."""
+    total_kb = 0
+    for pid in _group_members(pgid):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total_kb / 1024
+
+
+def tick(state_path: Path, limit_mb: float, kills_path: Path) -> list[str]:
+    """One pass over the lab's API replicas; returns the names it killed."""
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    killed = []
+    for name, comp in state.get("components", {}).items():
+        if comp.get("kind") != "api" or not comp.get("process"):
+            continue
+        rec = ProcessRecord(**comp["process"])
+        if not rec.is_ours():
+            continue
+        rss = group_rss_mb(rec.pgid)
+        if rss > limit_mb:
+            rec.send(signal.SIGKILL)
+            killed.append(name)
+            event = {"wall": time.time(), "component": name, "pid": rec.pid,
+                     "rss_mb": round(rss, 1), "limit_mb": limit_mb}
+            with open(kills_path, "a") as fh:
+                fh.write(json.dumps(event) + "\n")
+            log.warning("out of memory: killed %s (pid %d, %.0f MB > %.0f MB)", name, rec.pid,
+                        rss, limit_mb)
+    return killed
+
+
+class MemoryWatchdog:
+    """The lab component that runs this module as its own process."""
+
+    kind = "watchdog"
+
+    def __init__(self, name: str, run_dir: Path, limit_mb: float, interval_s: float = 0.2):
+        self.name = name
+        self.run_dir = Path(run_dir)
+        self.limit_mb = limit_mb
+        self.interval_s = interval_s
+        self.port = None
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def address(self) -> str:
+        return f"memory limit {self.limit_mb:g} MB per API replica"
+
+    def start(self) -> ManagedProcess:
+        self.proc = ManagedProcess(
+            self.name, [sys.executable, "-m", "stack.watchdog", "--run-dir", str(self.run_dir),
+                        "--limit-mb", str(self.limit_mb), "--interval", str(self.interval_s)],
+            self.run_dir / f"{self.name}.log", stop_timeout=2.0)
+        self.proc.start()
+        return self.proc
+
+    def ready(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def wait_ready(self) -> float:
+        return 0.0
+
+    def stop(self) -> str:
+        return self.proc.stop() if self.proc else "not started"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.watchdog", description=__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--limit-mb", required=True, type=float)
+    parser.add_argument("--interval", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    running = True
+
+    def _stop(*_: object) -> None:
+        nonlocal running
+        running = False
+
+    signal.signal(signal.SIGTERM, _stop)
+    state_path = args.run_dir / "lab.json"
+    log.info("watching API replicas of %s: limit %.0f MB", args.run_dir, args.limit_mb)
+    while running:
+        tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl")
+        time.sleep(args.interval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
