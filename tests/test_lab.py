@@ -101,7 +101,7 @@ def test_admin_routes_never_on_public_address(before_lab: Lab):
 
 def test_state_file_and_status(before_lab: Lab):
     state = read_state(before_lab.run_dir)
-    assert state["status"] == "up" and set(state["components"]) == {"postgres", "api1"}
+    assert state["status"] == "up" and set(state["components"]) == {"postgres", "api1", "watchdog"}
     rows = {r["component"]: r for r in before_lab.status()}
     assert all(r["ready"] and r["running"] for r in rows.values())
     assert rows["api1"]["address"].startswith("http://127.0.0.1:")
