@@ -16,6 +16,9 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root.chmod(0o755)
     os.environ["STACK_RUNS_DIR"] = str(root)
     yield root
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

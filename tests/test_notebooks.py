@@ -1,0 +1,35 @@
+"""Every week's notebook runs end to end under papermill with its CI defaults. (nbval, run by
+the same pytest over notebooks/, replays the committed outputs and compares the verdicts.)"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from stack.course import notebooks
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("notebook", notebooks(ROOT), ids=lambda p: p.parent.name)
+def test_notebook_runs_end_to_end(notebook: Path, tmp_path: Path, runs_root: Path):
+    import nbformat
+    import papermill
+
+    t0 = time.monotonic()
+    out = tmp_path / notebook.name
+    papermill.execute_notebook(str(notebook), str(out), cwd=str(notebook.parent),
+                               kernel_name="python3", progress_bar=False,
+                               parameters={"reports_dir": str(tmp_path / "reports")})
+    elapsed = time.monotonic() - t0
+    print(f"{notebook.parent.name}: papermill end to end in {elapsed:.0f} s")
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    assert "lab down: PASS" in text, "every notebook tears its lab down"
