@@ -28,7 +28,8 @@ class ApiReplica:
         self.settings = {
             "name": name, "host": "127.0.0.1", "port": port, "admin_port": admin_port,
             "admin_token": admin_token, "db_conninfo": db_conninfo,
-            "db_pool_min": 1, "db_pool_max": spec.db_pool_max,
+            "db_pool_min": min(spec.db_pool_min, spec.db_pool_max),
+            "db_pool_max": spec.db_pool_max,
             "db_pool_timeout_s": spec.db_pool_timeout_s,
             "db_statement_timeout_ms": spec.db_statement_timeout_ms,
             "redis_url": redis_url, "redis_timeout_s": spec.redis_timeout_s,

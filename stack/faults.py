@@ -19,6 +19,7 @@ import httpx
 import psycopg
 
 from .errors import ConfigError, StackError, UnknownName
+from .postgres import BATCH_ROLE
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -196,9 +197,9 @@ class ConnectionExhaustion(Fault):
         with pg.connect(dbname="postgres") as probe:
             max_conn = int(probe.execute("SHOW max_connections").fetchone()[0])
         conns: list[psycopg.Connection] = []
-        while len(conns) < max_conn:  # until Postgres says no
+        while len(conns) < max_conn:  # until Postgres (or the role's limit) says no
             try:
-                conns.append(pg.connect(user="api"))
+                conns.append(pg.connect(user=BATCH_ROLE))
             except psycopg.OperationalError:
                 break
         for _ in range(min(int(params["leave_free"]), len(conns))):

@@ -23,7 +23,11 @@ import httpx
 from . import ports
 from .apiserver import ApiReplica
 from .errors import LabStateError
-from .postgres import API_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
+from .failover import FailoverManager
+from .nginx import NginxServer
+from .postgres import API_ROLE, BATCH_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
+from .postgres import conninfo as pg_conninfo
+from .redis_server import RedisServer
 from .processes import ManagedProcess, ProcessRecord
 from .topology import Topology, load_topology, parse_topology
 from .watchdog import MemoryWatchdog
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
 # Stop from the front door inwards, so no component serves while what it needs is gone.
-_STOP_RANK = {"nginx": 0, "api": 1, "watchdog": 2, "redis": 3, "postgres": 4}
+_STOP_RANK = {"nginx": 0, "api": 1, "watchdog": 2, "failover": 2, "redis": 3, "postgres": 4}
 
 
 def runs_root() -> Path:
@@ -87,8 +91,8 @@ class Lab:
         self.run_dir = Path(run_dir)
         self.model_dir_source = Path(model_dir) if model_dir else None
         self.teardown_at_exit = teardown_at_exit
-        self.secrets = {SUPERUSER: secrets.token_urlsafe(18), API_ROLE: secrets.token_urlsafe(18),
-                        REPLICATION_ROLE: secrets.token_urlsafe(18)}
+        self.secrets = {role: secrets.token_urlsafe(18)
+                        for role in (SUPERUSER, API_ROLE, REPLICATION_ROLE, BATCH_ROLE)}
         self.admin_token = secrets.token_urlsafe(24)
         self.components: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
@@ -156,18 +160,40 @@ class Lab:
             return self._port()
 
         plan: dict[str, Any] = {}
-        pg = PostgresServer("postgres", self.run_dir, port("postgres"), self.secrets,
-                            max_connections=topo.postgres.max_connections,
-                            start_deadline_s=topo.postgres.start_deadline_s)
-        conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
+        pg_kw = {"max_connections": topo.postgres.max_connections,
+                 "start_deadline_s": topo.postgres.start_deadline_s}
+        pg = PostgresServer("postgres", self.run_dir, port("postgres"), self.secrets, **pg_kw)
+        standby = (PostgresServer("standby", self.run_dir, port("standby"), self.secrets, **pg_kw)
+                   if topo.postgres.standby else None)
+        if standby:
+            # libpq tries each host in turn and keeps the one that takes writes: after a
+            # failover the API reconnects to the promoted standby by itself
+            conninfo = pg_conninfo(f"{pg.port},{standby.port}", self.secrets[API_ROLE],
+                                   host="127.0.0.1,127.0.0.1", target_session_attrs="read-write",
+                                   connect_timeout=topo.api.db_connect_timeout_s)
+        else:
+            conninfo = pg.url_for(API_ROLE, connect_timeout=topo.api.db_connect_timeout_s)
+        redis = RedisServer("redis", self.run_dir, port("redis"), topo.redis) if topo.redis else None
         for i in range(topo.api.replicas):
             name = f"api{i + 1}"
             plan[name] = ApiReplica(name, self.run_dir, port(name), port(name, "admin_port"),
                                     spec=topo.api, db_conninfo=conninfo,
                                     admin_token=self.admin_token,
-                                    model_dir=self.run_dir / "models")
+                                    model_dir=self.run_dir / "models",
+                                    redis_url=redis.address if redis else None)
         plan["postgres"] = pg
+        if standby:
+            plan["standby"] = standby
+        if redis:
+            plan["redis"] = redis
+        if topo.nginx:
+            backends = [(a.name, a.port) for a in plan.values() if isinstance(a, ApiReplica)]
+            plan["nginx"] = NginxServer("nginx", self.run_dir, port("nginx"),
+                                        port("nginx", "status_port"), backends, topo.nginx)
         plan["watchdog"] = MemoryWatchdog("watchdog", self.run_dir, topo.api.memory_limit_mb)
+        if standby:
+            plan["failover"] = FailoverManager("failover", self.run_dir,
+                                               grace_s=topo.postgres.failover_grace_s)
         return plan
 
     def _start_all(self) -> None:
@@ -184,13 +210,28 @@ class Lab:
         # make the database meanwhile; they turn ready once it answers.
         for api in replicas:
             self._started(api)
+        if "redis" in plan:
+            self._started(plan["redis"])
         pg.init_primary()
         self._started(pg)
         pg.wait_ready()
-        pg.load_schema(generate_customers(topo.postgres.n_customers))
-        for api in replicas:
-            api.wait_ready()
-        self._started(plan["watchdog"])
+        pg.load_schema(generate_customers(topo.postgres.n_customers),
+                       batch_connection_limit=topo.postgres.batch_connection_limit)
+        if "standby" in plan:
+            standby = plan["standby"]
+            standby.init_standby(pg, app_name="standby")
+            self._started(standby)
+            standby.wait_ready()
+            if topo.postgres.synchronous:
+                pg.set_synchronous("standby")
+        if "nginx" in plan:
+            self._started(plan["nginx"])
+        for comp in plan.values():
+            if comp.name in self.components and comp is not pg:
+                comp.wait_ready()
+        for name in ("watchdog", "failover"):
+            if name in plan:
+                self._started(plan[name])
 
     @classmethod
     def attach(cls, run_dir: str | Path | None = None) -> "Lab":
@@ -293,6 +334,8 @@ class Lab:
             if isinstance(comp, ApiReplica):
                 comps[name]["admin_url"] = comp.admin_url
                 comps[name]["admin_port"] = comp.admin_port
+            if isinstance(comp, NginxServer):
+                comps[name]["status_port"] = comp.status_port
         state = {
             "status": status, "run_dir": str(self.run_dir), "owner_pid": os.getpid(),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),

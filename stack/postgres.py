@@ -22,6 +22,7 @@ DB_NAME = "fraud"
 SUPERUSER = "lab"
 API_ROLE = "api"
 REPLICATION_ROLE = "replicator"
+BATCH_ROLE = "batch"  # what a batch job (or a leaking service) connects as
 
 
 def os_user() -> str | None:
@@ -60,7 +61,7 @@ def _check_traversable(path: Path, user: str | None) -> None:
                               field="run_dir")
 
 
-def conninfo(port: int, password: str, user: str = API_ROLE, dbname: str = DB_NAME,
+def conninfo(port: int | str, password: str, user: str = API_ROLE, dbname: str = DB_NAME,
              **extra: object) -> str:
     parts = {"host": "127.0.0.1", "port": port, "dbname": dbname, "user": user,
              "password": password, **extra}
@@ -120,6 +121,13 @@ class PostgresServer:
             "log_line_prefix = '%m [%p] '",
             "",
         ])
+
+    @property
+    def role(self) -> str:
+        """'primary' or 'standby', as the server itself says."""
+        with self.connect(dbname="postgres") as conn:
+            return "standby" if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] \
+                else "primary"
 
     def url_for(self, user: str = API_ROLE, **extra: object) -> str:
         return conninfo(self.port, self.secrets[user], user=user, **extra)
@@ -188,12 +196,16 @@ class PostgresServer:
         assert self.proc is not None
         return self.proc.wait_ready(self.ready, self.start_deadline_s)
 
-    def load_schema(self, customers: list[dict], synchronous_standby: str | None = None) -> None:
-        """Create the database, the API's role, the tables, and load the customers."""
+    def load_schema(self, customers: list[dict], batch_connection_limit: int = -1) -> None:
+        """Create the database, the roles, the tables, and load the customers."""
         with self.connect(dbname="postgres") as conn:
             conn.execute(f"CREATE DATABASE {DB_NAME}")
             conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                 psycopg.sql.Identifier(API_ROLE), psycopg.sql.Literal(self.secrets[API_ROLE])))
+            conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {} PASSWORD {}")
+                         .format(psycopg.sql.Identifier(BATCH_ROLE),
+                                 psycopg.sql.Literal(batch_connection_limit),
+                                 psycopg.sql.Literal(self.secrets[BATCH_ROLE])))
             conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(
                 psycopg.sql.Identifier(REPLICATION_ROLE),
                 psycopg.sql.Literal(self.secrets[REPLICATION_ROLE])))
@@ -202,13 +214,12 @@ class PostgresServer:
             conn.execute(schema)
             conn.execute(f"GRANT SELECT ON customers TO {API_ROLE}")
             conn.execute(f"GRANT SELECT, INSERT ON predictions TO {API_ROLE}")
+            conn.execute(f"GRANT SELECT ON customers, predictions TO {BATCH_ROLE}")
             cols = list(customers[0]) if customers else []
             with conn.cursor() as cur:
                 with cur.copy(f"COPY customers ({', '.join(cols)}) FROM STDIN") as cp:
                     for row in customers:
                         cp.write_row([row[c] for c in cols])
-            if synchronous_standby:
-                self.set_synchronous(synchronous_standby)
 
     def set_synchronous(self, standby_names: str) -> None:
         """Make commits wait for the named standby ('' turns synchronous replication off)."""

@@ -22,6 +22,7 @@ class ApiSpec(_Spec):
     """The uvicorn replicas serving the FastAPI app."""
 
     replicas: int = Field(1, ge=1, le=4)
+    db_pool_min: int = Field(1, ge=0, le=100)
     db_pool_max: int = Field(8, ge=1, le=100)
     db_pool_timeout_s: float = Field(2.0, gt=0, le=60)
     db_statement_timeout_ms: int = Field(2000, ge=10, le=600_000)
@@ -41,6 +42,9 @@ class PostgresSpec(_Spec):
     max_connections: int = Field(40, ge=10, le=1000)
     start_deadline_s: float = Field(20.0, gt=0, le=600)
     n_customers: int = Field(2000, ge=10, le=1_000_000)
+    # the role batch jobs connect as; a limit keeps them from taking the API's slots
+    batch_connection_limit: int = Field(-1, ge=-1, le=1000)  # -1: no limit
+    failover_grace_s: float = Field(1.0, gt=0, le=60)
 
 
 class RedisSpec(_Spec):
@@ -63,7 +67,9 @@ class NginxSpec(_Spec):
     send_timeout_s: float = Field(1.5, gt=0, le=600)
     read_timeout_s: float = Field(1.5, gt=0, le=600)
     max_fails: int = Field(1, ge=0, le=100)
-    fail_timeout_s: int = Field(5, ge=1, le=3600)  # nginx takes whole seconds here
+    # nginx takes whole seconds here; short, because when a shared dependency fails every
+    # replica answers 503 and all of them sit out this long after it recovers
+    fail_timeout_s: int = Field(1, ge=1, le=3600)
     keepalive: int = Field(32, ge=1, le=1024)
     zone_kb: int = Field(64, ge=32, le=65_536)
     next_upstream_tries: int = Field(2, ge=0, le=10)
@@ -101,8 +107,8 @@ class Topology(_Spec):
 BEFORE = Topology(name="before")
 AFTER = Topology(
     name="after",
-    api=ApiSpec(replicas=2),
-    postgres=PostgresSpec(standby=True, synchronous=True),
+    api=ApiSpec(replicas=2, db_pool_min=6, db_pool_max=8),
+    postgres=PostgresSpec(standby=True, synchronous=True, batch_connection_limit=8),
     redis=RedisSpec(),
     nginx=NginxSpec(preset="tuned"),
 )

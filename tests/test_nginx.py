@@ -63,7 +63,7 @@ def test_playbook_is_rendered_as_printed():
 def test_tuned_renders_the_spec():
     text = _render("tuned")
     for line in ("zone api_backend 64k;", "keepalive 32;",
-                 "server 127.0.0.1:18001 max_fails=1 fail_timeout=5s;  # api1",
+                 "server 127.0.0.1:18001 max_fails=1 fail_timeout=1s;  # api1",
                  "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "proxy_connect_timeout 500ms;", "proxy_send_timeout 1500ms;",
                  "proxy_read_timeout 1500ms;",

@@ -1,0 +1,75 @@
+"""Week 2's experiments on the real AFTER lab: each breaks one thing under traffic and returns
+what it measured (the notebooks print it, the tests assert it)."""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import pandas as pd
+
+from . import analysis, failover
+from .lab import Lab
+from .traffic import Traffic
+
+log = logging.getLogger(__name__)
+
+
+def _run_with_fault(lab: Lab, name: str, duration: float, at: float, fault, undo=None,
+                    undo_at: float | None = None, rate: float = 40.0,
+                    idempotency_keys: bool = True, url: str | None = None) -> pd.DataFrame:
+    """Traffic for `duration` s; `fault()` at `at` s, `undo()` at `undo_at` s."""
+    with Traffic(url or lab.public_url, lab.run_dir, rate=rate, duration=duration, name=name,
+                 progress=False, idempotency_keys=idempotency_keys, timeout=5.0,
+                 n_customers=lab.topology.postgres.n_customers) as traffic:
+        while traffic.elapsed < at:
+            time.sleep(0.02)
+        fault()
+        if undo is not None:
+            while traffic.elapsed < (undo_at if undo_at is not None else duration - 1):
+                time.sleep(0.02)
+            undo()
+        result = traffic.wait()
+    return analysis.load_records(result.path)
+
+
+def primary_failover(lab: Lab, *, duration: float = 12.0, kill_at: float = 4.0,
+                     rate: float = 40.0) -> dict[str, Any]:
+    """SIGKILL the Postgres primary under write load. The failover manager fences it and
+    promotes the standby; we count how long writes stopped, and look up every acknowledged
+    prediction in the new primary."""
+    killed: dict[str, float] = {}
+
+    def kill() -> None:
+        killed["wall"] = time.time()
+        lab.component("postgres").proc.record.send(signal.SIGKILL)
+
+    df = _run_with_fault(lab, "primary-failover", duration, kill_at, kill, rate=rate)
+    load = df[df["kind"] == "load"]
+    acked = load[load["status"] == 200]["request_id"].tolist()
+    standby = lab.component("standby")
+    with standby.connect() as conn:
+        found = {str(r[0]) for r in conn.execute(
+            "SELECT request_id FROM predictions WHERE request_id = ANY(%s::uuid[])", (acked,))}
+        role = "primary" if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] \
+            else "standby"
+    offset = float((load["wall"] - load["t"]).median())
+    kill_t = killed["wall"] - offset
+    after = load[load["t"] >= kill_t]
+    failed_after = after[after["status"] != 200]
+    ok_after = after[after["status"] == 200]
+    # writes resume: the first acknowledged request sent after the last failure
+    if len(failed_after):
+        resumed_t = ok_after[ok_after["t"] > failed_after["t"].max()]["t"].min()
+    else:
+        resumed_t = ok_after["t"].min()
+    events = failover.read_events(lab.run_dir)
+    promoted = [e for e in events if e["action"] == "promoted"]
+    return {
+        "requests": len(load), "acknowledged": len(acked), "lost": len(set(acked) - found),
+        "failed": int((load["status"] != 200).sum()),
+        "writes_resumed_after_s": float(resumed_t - kill_t) if pd.notna(resumed_t) else None,
+        "promoted_after_s": (promoted[0]["wall"] - killed["wall"]) if promoted else None,
+        "standby_role_now": role, "records": df,
+    }
