@@ -73,3 +73,80 @@ def primary_failover(lab: Lab, *, duration: float = 12.0, kill_at: float = 4.0,
         "promoted_after_s": (promoted[0]["wall"] - killed["wall"]) if promoted else None,
         "standby_role_now": role, "records": df,
     }
+
+
+def _wait_for_event(lab: Lab, action: str, after_wall: float, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e["action"] == action and e["wall"] >= after_wall
+               for e in failover.read_events(lab.run_dir)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _window(df: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    load = df[df["kind"] == "load"]
+    return load[(load["t"] >= start) & (load["t"] < end)]
+
+
+def redis_killed(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
+                 rate: float = 40.0) -> dict[str, Any]:
+    """SIGKILL Redis under traffic: the API bypasses the cache within its short timeout and
+    reads features from Postgres instead of failing."""
+    redis = lab.component("redis")
+    df = _run_with_fault(lab, "redis-killed", duration, kill_at,
+                         lambda: redis.proc.record.send(signal.SIGKILL))
+    after = _window(df, kill_at, duration)
+    lab.restart("redis")
+    return {"requests_after_kill": len(after),
+            "failed_after_kill": int((after["status"] != 200).sum()),
+            "p99_after_kill_ms": analysis.latency_percentiles(after, kind=None)["p99"]
+            if len(after) else float("nan"),
+            "records": df}
+
+
+def sync_standby_lost(lab: Lab, *, duration: float = 10.0, kill_at: float = 2.0,
+                      rate: float = 40.0, with_manager: bool = True) -> dict[str, Any]:
+    """SIGKILL the synchronous standby under write load. Each commit waits for the standby's
+    confirmation, so writes stall; the failover manager drops the synchronous requirement
+    after its grace period and writes go on, no longer protected by a second copy.
+
+    with_manager=False freezes the manager for the run, to show the stall it prevents: every
+    commit then waits until the API's statement_timeout cancels the wait."""
+    standby = lab.component("standby")
+    manager = lab.component("failover")
+    if not with_manager:
+        manager.proc.pause()
+    killed: dict[str, float] = {}
+
+    def kill() -> None:
+        killed["wall"] = time.time()
+        standby.proc.record.send(signal.SIGKILL)
+
+    try:
+        df = _run_with_fault(lab, f"sync-standby-lost{'' if with_manager else '-unmanaged'}",
+                             duration, kill_at, kill, rate=rate)
+    finally:
+        manager.proc.resume()
+    load = df[df["kind"] == "load"]
+    offset = float((load["wall"] - load["t"]).median())
+    events = [e for e in failover.read_events(lab.run_dir)
+              if e["action"] == "sync_dropped" and e["wall"] >= killed["wall"]]
+    dropped_t = events[0]["wall"] - offset if events else None
+    stalled = _window(df, kill_at, dropped_t if dropped_t else duration)
+    after = _window(df, (dropped_t or duration) + 0.5, duration)
+    lab.restart("standby")
+    if with_manager:
+        _wait_for_event(lab, "sync_restored", after_wall=killed["wall"])
+    return {
+        "with_manager": with_manager,
+        "sync_dropped_after_s": (dropped_t - kill_at) if dropped_t else None,
+        "failed": int((load["status"] != 200).sum()),
+        "stalled_requests": len(stalled),
+        "max_latency_while_stalled_ms": float(stalled["latency_s"].max() * 1000)
+        if len(stalled) else float("nan"),
+        "p99_after_drop_ms": analysis.latency_percentiles(after, kind=None)["p99"]
+        if len(after) else float("nan"),
+        "records": df,
+    }

@@ -10,6 +10,7 @@ import pandas as pd
 
 from . import analysis
 from .runner import ScenarioResult
+from .scenario import Scenario
 
 
 def baseline(result: ScenarioResult) -> pd.DataFrame:
@@ -113,3 +114,29 @@ def verdicts_week1(result: ScenarioResult, damage: pd.DataFrame, slo: float = 0.
                          {"crash", "hang"} <= set(silent["fault"]),
                          "crash and hang were seen by the uptime probe alone"),
     ]
+
+
+def before_result(scenario: Scenario, saved: str | Path, **run_kw: Any
+                  ) -> tuple[ScenarioResult, str]:
+    """Week 1's BEFORE run of this scenario, saved in reports/; replayed now if it is missing
+    or was made with other settings. Returns the result and where it came from."""
+    from .lab import Lab
+    from .runner import run_scenario
+
+    saved = Path(saved)
+    try:
+        res = ScenarioResult.load(saved)
+        if res.scenario == scenario and res.records_path.exists():
+            return res, "week 1's run"
+    except (OSError, ValueError, KeyError):
+        pass
+    with Lab("before") as lab:
+        res = run_scenario(lab, scenario, **run_kw)
+        res = ScenarioResult.load(res.save(saved))
+    return res, "replayed now"
+
+
+def compare(results: dict[str, ScenarioResult]) -> pd.DataFrame:
+    """The same scenario's figures side by side, one column per run."""
+    return pd.concat([baseline(r).rename(columns={r.topology: name})
+                      for name, r in results.items()], axis=1)

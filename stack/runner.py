@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,25 @@ class ScenarioResult:
 
     def summary(self) -> dict[str, Any]:
         return analysis.summary(self.records)
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy what the run left behind into `folder` (it outlives the lab's run dir)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.records_path, folder / "records.jsonl")
+        if self.metrics_path.exists():
+            shutil.copy2(self.metrics_path, folder / "metrics.jsonl")
+        meta = {"scenario": self.scenario.model_dump(), "topology": self.topology,
+                "faults": self.faults}
+        (folder / "result.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ScenarioResult":
+        folder = Path(folder)
+        meta = json.loads((folder / "result.json").read_text())
+        return cls(Scenario.model_validate(meta["scenario"]), meta["topology"],
+                   folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"])
 
     def fault_spans(self) -> list[dict[str, Any]]:
         """{start, end, label} of each fault, for shading timelines."""
