@@ -69,6 +69,40 @@ def run(rate: float = 50.0, duration: float = 20.0, topology: str = "before") ->
     return figures
 
 
+def _p50(lab: Lab, url: str, name: str, rate: float, duration: float) -> tuple[float, float]:
+    with Traffic(url, lab.run_dir, rate=rate, duration=duration, name=name,
+                 progress=False) as traffic:
+        result = traffic.wait()
+    lat = analysis.latency_percentiles(analysis.load_records(result.path), ok_only=True)
+    return lat["p50"], lat["p99"]
+
+
+def run_after(rate: float = 50.0, duration: float = 15.0) -> dict:
+    """p50 of /predict through the tuned nginx vs the same replicas called directly, the
+    two runs interleaved in halves so drift on a busy machine hits both alike."""
+    with Lab("after") as lab:
+        direct = lab.apis[0].url
+        half = duration / 2
+        runs = {"nginx": [], "direct": []}
+        for i in range(2):
+            runs["nginx"].append(_p50(lab, lab.public_url, f"bench-nginx-{i}", rate, half))
+            runs["direct"].append(_p50(lab, direct, f"bench-direct-{i}", rate, half))
+    f = {k: (statistics.mean(p for p, _ in v), statistics.mean(q for _, q in v))
+         for k, v in runs.items()}
+    return {"rate": rate, "duration_s": duration, "nginx_p50_ms": f["nginx"][0],
+            "nginx_p99_ms": f["nginx"][1], "direct_p50_ms": f["direct"][0],
+            "direct_p99_ms": f["direct"][1], "ratio": f["nginx"][0] / f["direct"][0]}
+
+
+def report_after(f: dict) -> str:
+    return "\n".join([
+        f"AFTER lab, POST /predict at {f['rate']:g} req/s, {f['duration_s']:g} s each way:",
+        f"  through tuned nginx: p50 {f['nginx_p50_ms']:7.2f} ms   p99 {f['nginx_p99_ms']:7.2f} ms",
+        f"  replica directly:    p50 {f['direct_p50_ms']:7.2f} ms   p99 {f['direct_p99_ms']:7.2f} ms",
+        f"  nginx p50 / direct p50 = {f['ratio']:.2f}x   (target: within 1.2x)",
+    ])
+
+
 def report(f: dict) -> str:
     return "\n".join([
         f"BEFORE lab, POST /predict at {f['rate']:g} req/s for {f['duration_s']:g} s "
@@ -88,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--duration", type=float, default=20.0)
     args = parser.parse_args(argv)
-    figures = run(args.rate, args.duration)
-    print(report(figures))
+    text = report(run(args.rate, args.duration))
+    print(text, flush=True)
+    after = report_after(run_after(args.rate, args.duration))
+    print(after)
     out = Path("reports")
     out.mkdir(exist_ok=True)
-    (out / "bench.txt").write_text(report(figures) + "\n")
+    (out / "bench.txt").write_text(text + "\n" + after + "\n")
     return 0
 
 

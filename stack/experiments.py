@@ -34,7 +34,7 @@ def _run_with_fault(lab: Lab, name: str, duration: float, at: float, fault, undo
     return analysis.load_records(result.path)
 
 
-def primary_failover(lab: Lab, *, duration: float = 12.0, kill_at: float = 4.0,
+def primary_failover(lab: Lab, *, duration: float = 10.0, kill_at: float = 3.0,
                      rate: float = 40.0) -> dict[str, Any]:
     """SIGKILL the Postgres primary under write load. The failover manager fences it and
     promotes the standby; we count how long writes stopped, and look up every acknowledged
@@ -90,7 +90,7 @@ def _window(df: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     return load[(load["t"] >= start) & (load["t"] < end)]
 
 
-def redis_killed(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
+def redis_killed(lab: Lab, *, duration: float = 6.0, kill_at: float = 2.0,
                  rate: float = 40.0) -> dict[str, Any]:
     """SIGKILL Redis under traffic: the API bypasses the cache within its short timeout and
     reads features from Postgres instead of failing."""
@@ -106,7 +106,7 @@ def redis_killed(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
             "records": df}
 
 
-def sync_standby_lost(lab: Lab, *, duration: float = 10.0, kill_at: float = 2.0,
+def sync_standby_lost(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
                       rate: float = 40.0, with_manager: bool = True) -> dict[str, Any]:
     """SIGKILL the synchronous standby under write load. Each commit waits for the standby's
     confirmation, so writes stall; the failover manager drops the synchronous requirement

@@ -140,3 +140,9 @@ def compare(results: dict[str, ScenarioResult]) -> pd.DataFrame:
     """The same scenario's figures side by side, one column per run."""
     return pd.concat([baseline(r).rename(columns={r.topology: name})
                       for name, r in results.items()], axis=1)
+
+
+def figures(runs: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """An experiment's figures (everything but its records), one column per run."""
+    return pd.DataFrame({name: {k: v for k, v in r.items() if k != "records"}
+                         for name, r in runs.items()})

@@ -81,6 +81,28 @@ class NginxSpec(_Spec):
     http_timeout_s: float = Field(1.0, gt=0, le=60)  # the lab's own checks (status, version)
 
 
+class PrometheusSpec(_Spec):
+    """Prometheus, its exporters, the uptime probe and Alertmanager (week 3).
+
+    The playbook's SLO windows (5m ... 3d) run in compressed time: `time_scale_s` real seconds
+    stand for one playbook hour, so with 60 the lab's minutes stand for hours.
+    """
+
+    scrape_interval_s: float = Field(1.0, ge=0.1, le=60)
+    evaluation_interval_s: float = Field(1.0, ge=0.1, le=60)
+    time_scale_s: float = Field(60.0, gt=0, le=3600)
+    slo_target: float = Field(0.999, gt=0.5, lt=1)
+    latency_objective_s: float = Field(0.5, gt=0, le=60)
+    probe_path: str = Field("/health", pattern=r"^/")
+    probe_timeout_s: float = Field(0.8, gt=0, le=30)
+    retention: str = Field("1d", pattern=r"^[0-9]+[smhdwy]$")
+    alert_group_wait_s: float = Field(1.0, ge=0, le=600)
+    alert_group_interval_s: float = Field(1.0, gt=0, le=600)
+    alert_repeat_interval_s: float = Field(300.0, gt=0, le=86_400)
+    exporters: bool = True  # nginx, postgres and redis exporters where those components run
+    start_deadline_s: float = Field(20.0, gt=0, le=600)
+
+
 class Topology(_Spec):
     """A whole lab."""
 
@@ -89,6 +111,7 @@ class Topology(_Spec):
     postgres: PostgresSpec = PostgresSpec()
     redis: RedisSpec | None = None
     nginx: NginxSpec | None = None
+    prometheus: PrometheusSpec | None = None
 
     def with_changes(self, **changes: object) -> "Topology":
         """A validated copy with dotted-path changes, e.g. ``{"api.replicas": 2}``."""
