@@ -33,7 +33,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _print_status(run_dir: Path) -> None:
     for row in component_status(run_dir / "lab.json"):
         state = "ready" if row["ready"] else ("running, not ready" if row["running"] else "stopped")
-        print(f"  {row['component']:<10} pid {row['pid']:<8} {row['address']:<32} {state}")
+        print(f"  {row['component']:<18} pid {row['pid']:<8} {row['address']:<32} {state}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
 # Stop from the front door inwards, so no component serves while what it needs is gone.
-_STOP_RANK = {"nginx": 0, "api": 1, "watchdog": 2, "failover": 2, "redis": 3, "postgres": 4}
+_STOP_RANK = {"prometheus": -2, "alertmanager": -1, "webhook": -1, "probe": -1,
+              "nginx-exporter": -1, "postgres-exporter": -1, "redis-exporter": -1,
+              "nginx": 0, "api": 1, "watchdog": 2, "failover": 2, "redis": 3, "postgres": 4}
 
 
 def runs_root() -> Path:
@@ -190,11 +192,68 @@ class Lab:
             backends = [(a.name, a.port) for a in plan.values() if isinstance(a, ApiReplica)]
             plan["nginx"] = NginxServer("nginx", self.run_dir, port("nginx"),
                                         port("nginx", "status_port"), backends, topo.nginx)
+        if topo.prometheus:
+            self._plan_monitoring(plan, port)
         plan["watchdog"] = MemoryWatchdog("watchdog", self.run_dir, topo.api.memory_limit_mb)
         if standby:
             plan["failover"] = FailoverManager("failover", self.run_dir,
                                                grace_s=topo.postgres.failover_grace_s)
         return plan
+
+    def _plan_monitoring(self, plan: dict[str, Any], port: Any) -> None:
+        """Prometheus and what it scrapes: the replicas, exporters for nginx, Postgres and
+        Redis, the uptime probe (as a blackbox exporter would give it), and Alertmanager
+        with a webhook receiver that records every notification."""
+        from .alerting import Alertmanager, WebhookReceiver
+        from .exporters import NginxExporter, PostgresExporter, RedisExporter
+        from .probe_exporter import ProbeExporter
+        from .prometheus import PrometheusServer
+
+        ps = self.topology.prometheus
+        run = self.run_dir
+        replicas = [c for c in plan.values() if isinstance(c, ApiReplica)]
+        entry = plan["nginx"].url if "nginx" in plan else replicas[0].url
+        webhook = plan["webhook"] = WebhookReceiver("webhook", run, port("webhook"))
+        am = plan["alertmanager"] = Alertmanager.from_spec(
+            "alertmanager", run, port("alertmanager"), webhook.url, ps)
+        probe = plan["probe"] = ProbeExporter("probe", run, port("probe"),
+                                              entry + ps.probe_path, ps.probe_timeout_s)
+        targets: dict[str, list[str]] = {
+            "api": [f"{a.name}=127.0.0.1:{a.port}" for a in replicas],
+            "probe": [f"127.0.0.1:{probe.port}"]}
+        if ps.exporters:
+            if "nginx" in plan:
+                exp = plan["nginx-exporter"] = NginxExporter.for_nginx(
+                    "nginx-exporter", run, port("nginx-exporter"), plan["nginx"])
+                targets["nginx"] = [exp.target]
+            exp = plan["postgres-exporter"] = PostgresExporter(
+                "postgres-exporter", run, port("postgres-exporter"), plan["postgres"].port,
+                self.secrets[SUPERUSER])
+            targets["postgres"] = [exp.target]
+            if "redis" in plan:
+                exp = plan["redis-exporter"] = RedisExporter(
+                    "redis-exporter", run, port("redis-exporter"), plan["redis"].address)
+                targets["redis"] = [exp.target]
+        plan["prometheus"] = PrometheusServer(
+            "prometheus", run, port("prometheus"), ps, targets,
+            [run / "prometheus" / "slo.rules.yml"], am.url)
+
+    def _start_monitoring(self, plan: dict[str, Any]) -> None:
+        from .slo import SloSettings, write_rules
+
+        write_rules(self.run_dir / "prometheus" / "slo.rules.yml",
+                    SloSettings.from_spec(self.topology.prometheus))
+        names = ["webhook", "alertmanager", "nginx-exporter", "postgres-exporter",
+                 "redis-exporter", "probe", "prometheus"]
+        started = [plan[n] for n in names if n in plan]
+        for comp in started:
+            self._started(comp)
+        for comp in started:
+            comp.wait_ready()
+
+    @property
+    def prometheus(self) -> Any:
+        return self.components["prometheus"]
 
     def _start_all(self) -> None:
         from .model.data import generate_customers
@@ -229,6 +288,8 @@ class Lab:
         for comp in plan.values():
             if comp.name in self.components and comp is not pg:
                 comp.wait_ready()
+        if "prometheus" in plan:
+            self._start_monitoring(plan)
         for name in ("watchdog", "failover"):
             if name in plan:
                 self._started(plan[name])

@@ -135,7 +135,9 @@ AFTER = Topology(
     redis=RedisSpec(),
     nginx=NginxSpec(preset="tuned"),
 )
-PRESETS: dict[str, Topology] = {"before": BEFORE, "after": AFTER}
+# AFTER watched by Prometheus (weeks 3 and 4)
+MONITORED = AFTER.model_copy(update={"name": "monitored", "prometheus": PrometheusSpec()})
+PRESETS: dict[str, Topology] = {"before": BEFORE, "after": AFTER, "monitored": MONITORED}
 
 
 def parse_topology(data: object, source: str = "topology") -> Topology:
