@@ -42,15 +42,41 @@ class RangeQueryable(Protocol):
     def query_range(self, expr: str, start: float, end: float, step: float) -> pd.DataFrame: ...
 
 
+SETTLE_S = 3.0  # a recovery counts once it has lasted this long: flapping reads as one event
+
+
+def _debounce(changes: list[tuple[float, bool]], walls: list[float],
+              settle_s: float = SETTLE_S) -> list[tuple[float, bool]]:
+    """Drop a recovery followed by a new failure within settle_s (and that failure), so a
+    signal that flaps reads as one long failure. A recovery still open at the end of the
+    data counts if the data go on for settle_s after it."""
+    out: list[tuple[float, bool]] = []
+    end = walls[-1] if walls else 0.0
+    i = 0
+    while i < len(changes):
+        wall, bad = changes[i]
+        if not bad:
+            nxt = changes[i + 1][0] if i + 1 < len(changes) else None
+            if nxt is not None and nxt - wall < settle_s:
+                i += 2  # the recovery did not hold: skip it and the relapse
+                continue
+            if nxt is None and end - wall < settle_s:
+                i += 1
+                continue
+        out.append((wall, bad))
+        i += 1
+    return out
+
+
 def _crossings(df: pd.DataFrame, bad) -> list[tuple[float, bool]]:
-    """(wall, became_bad) at each change of state, starting from 'fine'."""
+    """(wall, became_bad) at each lasting change of state, starting from 'fine'."""
     out, was = [], False
     for wall, value in zip(df["wall"], df["value"]):
         now = bool(bad(value))
         if now != was:
             out.append((float(wall), now))
             was = now
-    return out
+    return _debounce(out, [float(w) for w in df["wall"]])
 
 
 def _metric_events(metrics: pd.DataFrame, th: Thresholds) -> list[tuple[float, str, str]]:
@@ -110,16 +136,18 @@ def _probe_events(records: pd.DataFrame) -> list[tuple[float, str, str]]:
     if records is None or records.empty:
         return events
     probes = records[records["kind"] == "probe"].sort_values("wall")
+    changes, why = [], {}
     was_ok = True
     for row in probes.itertuples(index=False):
         ok = row.error == "" and 200 <= row.status < 300
         if ok != was_ok:
-            if ok:
-                events.append((float(row.wall), "probe", "the uptime check passed again"))
-            else:
-                why = f"HTTP {row.status}" if row.status else (row.error or "no answer")
-                events.append((float(row.wall), "probe", f"the uptime check failed ({why})"))
+            changes.append((float(row.wall), not ok))
+            why[float(row.wall)] = (f"HTTP {row.status}" if row.status
+                                    else (row.error or "no answer"))
             was_ok = ok
+    for wall, bad in _debounce(changes, [float(w) for w in probes["wall"]]):
+        events.append((wall, "probe", f"the uptime check failed ({why[wall]})" if bad
+                       else "the uptime check passed again"))
     return events
 
 

@@ -22,7 +22,7 @@ import httpx
 
 from . import ports
 from .apiserver import ApiReplica
-from .errors import LabStateError
+from .errors import LabStateError, StackError
 from .failover import FailoverManager
 from .nginx import NginxServer
 from .postgres import API_ROLE, BATCH_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
@@ -250,6 +250,15 @@ class Lab:
             self._started(comp)
         for comp in started:
             comp.wait_ready()
+        # ready is not scraped: wait (bounded) until Prometheus has seen every target up
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if all(t["health"] == "up" for t in plan["prometheus"].targets()):
+                    break
+            except StackError:
+                pass
+            time.sleep(0.25)
 
     @property
     def prometheus(self) -> Any:

@@ -165,8 +165,15 @@ def rule_groups(s: SloSettings = SloSettings()) -> dict:
     for w in PROBE_WINDOWS:
         recording.append({"record": record_name("probe", w),
                           "expr": f"avg(avg_over_time(probe_success[{s.duration(w)}]))"})
+    # The budget of a whole 30-day window: the errors so far against budget x the requests a
+    # month holds at the last hour's rate (a lab younger than the window has not sent a
+    # month of requests yet, so a plain 30-day error ratio would overstate what is spent).
+    month = s.duration("30d")
+    errors = f"(sum(increase({requests_selector(s.route, True)}[{month}])) or vector(0))"
+    expected = (f"sum(rate({requests_selector(s.route)}[{s.duration('1h')}])) * "
+                f"{_num(s.seconds('30d'))}")
     recording.append({"record": "slo:error_budget_remaining:ratio30d",
-                      "expr": f"1 - {record_name('error_ratio', '30d')} / {_num(s.budget)}"})
+                      "expr": f"1 - {errors}\n  /\n({_num(s.budget)} * {expected})"})
 
     alerts = []
     for a in s.alerts:

@@ -58,7 +58,7 @@ def test_burn_rate_alerts_follow_the_workbook():
 
 def test_target_changes_the_budget():
     doc = render_rules(SloSettings(target=0.99))
-    assert "(14.4 * 0.01)" in doc and "/ 0.01" in doc
+    assert "(14.4 * 0.01)" in doc and "(0.01 * sum(rate(" in doc
 
 
 def test_bad_settings_name_the_field():
