@@ -124,6 +124,17 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    checks = doctor.run(smoke=not args.no_smoke)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = [c for c in checks if not c.ok]
+    print(f"doctor: {len(checks) - len(failed)} of {len(checks)} checks passed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the lab does")
@@ -161,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="stretch (>1) or compress (<1) the timeline")
     p.set_defaults(func=cmd_scenario)
+
+    p = sub.add_parser("doctor", help="pre-flight check for a workshop machine")
+    p.add_argument("--no-smoke", action="store_true", help="skip the 10-second smoke lab")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
