@@ -147,3 +147,64 @@ def test_bad_version_name_is_refused(tmp_path):
 def _trained(path):
     train(path, **SMALL)
     return path
+
+
+# -- candidates and the deployed pointer --------------------------------------------------------
+def test_register_candidate_copies_and_records_the_sha(tmp_path):
+    from stack.model.registry import register_candidate
+
+    src = _trained(tmp_path / "src") / "fraud-v1.joblib"
+    entry = register_candidate(tmp_path / "models", src, "v2", {"roc_auc": 0.8}, FEATURE_NAMES,
+                               seed=3)
+    assert entry.file == "fraud-v2.joblib" and entry.sha256 == sha256_file(src)
+    raw = _manifest(tmp_path / "models")["models"]["v2"]
+    assert raw["sha256"] == entry.sha256 and raw["metrics"] == {"roc_auc": 0.8}
+    assert raw["seed"] == 3
+    assert load_verified(tmp_path / "models", "v2").version == "v2"
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".")] == []
+
+
+def test_registered_versions_are_immutable(tmp_path):
+    from stack.model.registry import register_candidate
+
+    src = _trained(tmp_path / "src") / "fraud-v1.joblib"
+    register_candidate(tmp_path / "m", src, "v2", {})
+    with pytest.raises(ModelRejected, match="already registered.*versions are immutable"):
+        register_candidate(tmp_path / "m", src, "v2", {})
+    register_candidate(tmp_path / "m", src, "v2", {"roc_auc": 0.5}, replace=True)
+    assert _manifest(tmp_path / "m")["models"]["v2"]["metrics"] == {"roc_auc": 0.5}
+
+
+def test_register_candidate_refuses_bad_names_and_missing_files(tmp_path):
+    from stack.model.registry import register_candidate
+
+    with pytest.raises(ModelRejected, match="bad model version"):
+        register_candidate(tmp_path, tmp_path / "x", "../v2", {})
+    with pytest.raises(ModelRejected, match="is not a file"):
+        register_candidate(tmp_path, tmp_path / "missing.joblib", "v2", {})
+
+
+def test_register_candidate_never_unpickles(tmp_path):
+    from stack.model.registry import register_candidate
+
+    marker = tmp_path / "unpickled.marker"
+    src = tmp_path / "evil.pkl"
+    src.write_bytes(pickle.dumps(_Marker(str(marker))))
+    register_candidate(tmp_path / "m", src, "v9", {})
+    assert not marker.exists()
+
+
+def test_deployed_pointer(tmp_path):
+    from stack.model.registry import deployed_record, deployed_version, set_deployed
+
+    _trained(tmp_path)
+    assert deployed_version(tmp_path) is None and deployed_record(tmp_path) == {}
+    set_deployed(tmp_path, "v1", previous=None)
+    assert deployed_version(tmp_path) == "v1"
+    assert deployed_record(tmp_path)["previous"] is None
+    with pytest.raises(ModelRejected, match="'v7' is not in"):
+        set_deployed(tmp_path, "v7")
+    # the pointer survives other writes to the manifest, and does not change `latest`
+    train(tmp_path, version="v2", **SMALL)
+    assert deployed_version(tmp_path) == "v1" and latest_version(tmp_path) == "v2"
+    assert list_versions(tmp_path) == ["v1", "v2"]

@@ -25,7 +25,7 @@ from stack.api.routes_predict import router as predict_router
 from stack.api.sentry import Reporter, flush_sentry, init_sentry
 from stack.api.settings import ApiSettings
 from stack.api.state import ApiState
-from stack.model.registry import load_verified
+from stack.model.registry import deployed_version, load_verified
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,13 @@ POOL_CLOSE_TIMEOUT_S = 5.0
 
 
 def _load_model(st: ApiState) -> None:
-    """Load the configured model; on failure keep serving and let /readyz say why."""
+    """Load the configured model (else the deployed one, else the latest) into the active slot;
+    on failure keep serving and let /readyz say why."""
     settings = st.settings
     try:
-        st.activate(load_verified(settings.model_dir, settings.model_version))
+        # the deployed pointer: a restart serves what the last deploy or rollback chose
+        version = settings.model_version or deployed_version(settings.model_dir)
+        st.activate(load_verified(settings.model_dir, version))
     except Exception as exc:
         st.model_error = str(exc)
         log.error("model not loaded: %s", exc)

@@ -1,16 +1,27 @@
-"""Admin routes (admin port only, bearer token): model reload and fault knobs."""
+"""Admin routes (admin port only, bearer token): the model's blue/green slots and fault knobs.
+
+Every route is async, so it answers while all request threads are busy; loading a model (reading
+and unpickling a file, seconds) runs in asyncio's own thread pool, not on the request threads.
+
+    GET  /admin/model           both slots: which version each holds, which one serves
+    POST /admin/model/stage     {"version"}: load and verify into the idle slot, not served
+    POST /admin/model/activate  {"version"}: serve the idle slot (it must hold that version)
+    POST /admin/model/rollback  serve the previous slot again
+    POST /admin/model/reload    {"version"|null}: stage and activate in one step
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
 from stack.api.faults import leaked_mb
-from stack.api.schemas import Faults, ReloadRequest
-from stack.api.state import ApiError, get_state
+from stack.api.schemas import Faults, ModelVersion, ReloadRequest
+from stack.api.state import ApiError, SlotError, get_state
 from stack.errors import ModelRejected
 from stack.model.registry import load_verified
 
@@ -54,6 +65,64 @@ def _reload(request: Request, body: ReloadRequest | None) -> dict[str, Any]:
         st.activate(model)
     log.warning("model reloaded: %s -> %s", previous, model.version)
     return {"version": model.version, "sha256": model.sha256, "previous": previous}
+
+
+@router.get("/model")
+async def get_model(request: Request) -> dict[str, Any]:
+    """Both slots and which one serves."""
+    return get_state(request).describe()
+
+
+@router.post("/model/stage")
+async def stage_model(request: Request, body: ModelVersion) -> dict[str, Any]:
+    """Load and verify a version into the idle slot without serving it; 409 if rejected."""
+    return await asyncio.to_thread(_stage, request, body.version)
+
+
+def _stage(request: Request, version: str) -> dict[str, Any]:
+    st = get_state(request)
+    t0 = time.monotonic()
+    with st.reload_lock:  # one load at a time; /predict never waits for this lock
+        try:
+            model = load_verified(st.settings.model_dir, version)
+        except ModelRejected as exc:
+            log.error("staging model %s rejected: %s", version, exc)
+            st.reporter.report(exc, cause="model", route="/admin/model/stage")
+            raise ApiError(409, "model_rejected", str(exc)) from exc
+        slot = st.stage(model)
+    log.warning("model %s staged in slot %s (serving %s)", version, slot, st.model_version)
+    return {"slot": slot, "version": model.version, "sha256": model.sha256,
+            "active_version": st.model_version, "seconds": round(time.monotonic() - t0, 3)}
+
+
+@router.post("/model/activate")
+async def activate_model(request: Request, body: ModelVersion) -> dict[str, Any]:
+    """Serve the staged version: one pointer swap, no loading, so it runs on the event loop.
+    Requests already running finish on the model they started with. 409 if it is not staged."""
+    st = get_state(request)
+    previous = st.model_version
+    try:
+        changed = st.flip_to(body.version)
+    except SlotError as exc:
+        raise ApiError(409, "not_staged", str(exc)) from exc
+    if changed:
+        log.warning("model activated: %s -> %s (slot %s)", previous, body.version,
+                    st.active_slot)
+    return {"version": st.model_version, "previous": previous, "slot": st.active_slot,
+            "changed": changed}
+
+
+@router.post("/model/rollback")
+async def rollback_model(request: Request) -> dict[str, Any]:
+    """Serve the previous slot's model again; 409 if there is none."""
+    st = get_state(request)
+    previous = st.model_version
+    try:
+        version = st.rollback()
+    except SlotError as exc:
+        raise ApiError(409, "nothing_to_roll_back", str(exc)) from exc
+    log.warning("model rolled back: %s -> %s (slot %s)", previous, version, st.active_slot)
+    return {"version": version, "previous": previous, "slot": st.active_slot}
 
 
 @router.get("/faults")

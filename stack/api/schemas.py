@@ -38,6 +38,15 @@ class ReloadRequest(BaseModel):
     version: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+class ModelVersion(BaseModel):
+    """The model version to stage or activate (blue/green)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                         description="a version in the model manifest, e.g. v2")
+
+
 class Faults(BaseModel):
     """In-process fault knobs; a PUT replaces all of them (omitted ones reset to 0)."""
 

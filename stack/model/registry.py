@@ -246,3 +246,83 @@ def _smoke_test(model: LoadedModel) -> None:
     if score.shape != (1,) or not np.all(np.isfinite(score)) or not 0.0 <= score[0] <= 1.0:
         raise ModelRejected(f"model {model.version} ({model.path}) failed its smoke test: "
                             f"score {score!r} is not a probability")
+
+
+# -- candidates and the deployed pointer (week 4) ------------------------------------------------
+DEPLOYED = "deployed"  # manifest key: {"version", "previous", "at"}, written by stack.deploy
+
+
+def register_candidate(model_dir: str | os.PathLike[str], src_file: str | os.PathLike[str],
+                       version: str, metrics: dict[str, float],
+                       feature_names: tuple[str, ...] | list[str] = FEATURE_NAMES, *,
+                       seed: int = 0, replace: bool = False) -> ModelEntry:
+    """Copy a model file into the registry as `fraud-<version>.joblib` and record its sha256.
+
+    The file is hashed as it is copied, never unpickled: registering is bookkeeping, the smoke
+    tests (stack.smoke) decide whether it may serve. A registered version is immutable unless
+    `replace=True`, so a deploy can never pick up different bytes under a name it tested.
+    """
+    if not _SAFE_VERSION_RE.match(version):
+        raise ModelRejected(f"bad model version '{version}': use letters, digits, '.', '_', '-' "
+                            "(e.g. v2)")
+    src = Path(src_file)
+    if not src.is_file():
+        raise ModelRejected(f"cannot register {version}: {src} is not a file")
+    directory = Path(model_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not replace and version in read_manifest(directory)["models"]:
+        raise ModelRejected(f"model version '{version}' is already registered in "
+                            f"{directory / MANIFEST}: pick a new version (versions are "
+                            "immutable) or pass replace=True")
+    filename = model_filename(version)
+    fd, tmp = tempfile.mkstemp(prefix=".fraud-", suffix=".joblib", dir=directory)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            for chunk in iter(lambda: inp.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, directory / filename)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    entry = ModelEntry(version=version, file=filename, sha256=digest.hexdigest(),
+                       feature_names=tuple(feature_names), metrics=dict(metrics),
+                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       seed=int(seed))
+    manifest = read_manifest(directory)
+    manifest["models"][version] = entry.to_json()
+    _write_manifest(directory, manifest)
+    log.info("registered candidate %s from %s (sha256 %s)", version, src, entry.sha256[:12])
+    return entry
+
+
+def deployed_version(model_dir: str | os.PathLike[str]) -> str | None:
+    """The version the last deploy or rollback made active on every replica, or None.
+
+    A replica that (re)starts loads this one, so a restart never undoes a deploy (nor
+    deploys the newest file, which may be a candidate that failed its smoke tests)."""
+    record = read_manifest(model_dir).get(DEPLOYED)
+    if isinstance(record, dict) and isinstance(record.get("version"), str):
+        return record["version"]
+    return None
+
+
+def deployed_record(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """`{"version", "previous", "at"}` of the last deploy or rollback; {} if none."""
+    record = read_manifest(model_dir).get(DEPLOYED)
+    return dict(record) if isinstance(record, dict) else {}
+
+
+def set_deployed(model_dir: str | os.PathLike[str], version: str,
+                 previous: str | None = None) -> None:
+    """Record which version serves (and which served before it) in the manifest."""
+    directory = Path(model_dir)
+    get_entry(directory, version)  # refuses a version the manifest does not know
+    manifest = read_manifest(directory)
+    manifest[DEPLOYED] = {"version": version, "previous": previous,
+                          "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_manifest(directory, manifest)
+    log.info("deployed pointer in %s: %s (previous %s)", directory, version, previous)
