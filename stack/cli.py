@@ -135,6 +135,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _print_report(report) -> int:
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .deploy import deploy
+
+    return _print_report(deploy(Lab.attach(args.run_dir), args.version, smoke_kw={
+        "max_auc_drop": args.max_auc_drop, "latency_budget_ms": args.latency_budget_ms}))
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .deploy import rollback
+
+    return _print_report(rollback(Lab.attach(args.run_dir)))
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    lab = Lab.attach(args.run_dir)
+    if args.rolling:
+        from .deploy import rolling_restart
+
+        return _print_report(rolling_restart(lab))
+    print(f"{args.component} ready in {lab.restart(args.component):.1f} s "
+          "(it was down meanwhile)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import main as check_main
+
+    return check_main([args.week] + (["--solutions"] if args.solutions else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the lab does")
@@ -172,6 +207,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="stretch (>1) or compress (<1) the timeline")
     p.set_defaults(func=cmd_scenario)
+
+    p = sub.add_parser("deploy", help="smoke-test a model, then serve it on every replica "
+                       "or none")
+    p.add_argument("version", help="a version in the lab's model manifest, e.g. v2")
+    p.add_argument("--max-auc-drop", type=float, default=0.02)
+    p.add_argument("--latency-budget-ms", type=float, default=50.0)
+    p.add_argument("--run-dir", help="the lab (default: the only running lab)")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("rollback", help="serve the previous model version on every replica")
+    p.add_argument("--run-dir", help="the lab (default: the only running lab)")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("restart", help="restart a component; --rolling: every replica, no "
+                       "downtime")
+    p.add_argument("component", nargs="?", default="api")
+    p.add_argument("--rolling", action="store_true",
+                   help="drain, wait, restart, put back, one replica at a time")
+    p.add_argument("--run-dir", help="the lab (default: the only running lab)")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("check", help="check your exercise solutions against a live lab")
+    p.add_argument("week", help="week1 .. week4")
+    p.add_argument("--solutions", action="store_true", help="check the reference solutions")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("doctor", help="pre-flight check for a workshop machine")
     p.add_argument("--no-smoke", action="store_true", help="skip the 10-second smoke lab")

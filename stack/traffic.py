@@ -174,6 +174,7 @@ class Traffic:
         self._tx = Transactions(n_customers, seed)
         self._counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self._late = 0
+        self.retried = 0  # requests re-sent once after a connection closed without a response
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop_requested = False
@@ -369,9 +370,23 @@ class Traffic:
     async def _send_load(self, client: httpx.AsyncClient, due: float,
                          gate: asyncio.Semaphore) -> None:
         body = self._tx.next()
-        headers = {"Idempotency-Key": str(uuid.uuid4())} if self.idempotency_keys else None
-        await self._send("load", due, self.timeout, lambda: client.post(
-            self.predict_url, json=body, headers=headers), gate)
+        if not self.idempotency_keys:
+            await self._send("load", due, self.timeout, lambda: client.post(
+                self.predict_url, json=body), gate)
+            return
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+
+        async def post_with_one_retry() -> httpx.Response:
+            # A keep-alive connection the server closed just as we sent (nginx workers quit
+            # on a reload) fails before any response. HTTP clients retry such a request once
+            # on a fresh connection; with an Idempotency-Key that is safe for a POST too.
+            try:
+                return await client.post(self.predict_url, json=body, headers=headers)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                self.retried += 1
+                return await client.post(self.predict_url, json=body, headers=headers)
+
+        await self._send("load", due, self.timeout, post_with_one_retry, gate)
 
     async def _send_probe(self, client: httpx.AsyncClient, due: float) -> None:
         await self._send("probe", due, self.probe_timeout, lambda: client.get(self.probe_url))
