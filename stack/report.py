@@ -116,10 +116,10 @@ def verdicts_week1(result: ScenarioResult, damage: pd.DataFrame, slo: float = 0.
     ]
 
 
-def before_result(scenario: Scenario, saved: str | Path, **run_kw: Any
-                  ) -> tuple[ScenarioResult, str]:
-    """Week 1's BEFORE run of this scenario, saved in reports/; replayed now if it is missing
-    or was made with other settings. Returns the result and where it came from."""
+def saved_result(topology: str, scenario: Scenario, saved: str | Path, **run_kw: Any
+                 ) -> tuple[ScenarioResult, str]:
+    """An earlier week's run of this scenario on this topology, saved in reports/; replayed
+    now if it is missing or was made with other settings. Returns it and where it came from."""
     from .lab import Lab
     from .runner import run_scenario
 
@@ -127,13 +127,20 @@ def before_result(scenario: Scenario, saved: str | Path, **run_kw: Any
     try:
         res = ScenarioResult.load(saved)
         if res.scenario == scenario and res.records_path.exists():
-            return res, "week 1's run"
+            return res, "an earlier week's run"
     except (OSError, ValueError, KeyError):
         pass
-    with Lab("before") as lab:
+    with Lab(topology) as lab:
         res = run_scenario(lab, scenario, **run_kw)
         res = ScenarioResult.load(res.save(saved))
     return res, "replayed now"
+
+
+def before_result(scenario: Scenario, saved: str | Path, **run_kw: Any
+                  ) -> tuple[ScenarioResult, str]:
+    """Week 1's BEFORE run of this scenario (see saved_result)."""
+    res, source = saved_result("before", scenario, saved, **run_kw)
+    return res, ("week 1's run" if source != "replayed now" else source)
 
 
 def compare(results: dict[str, ScenarioResult]) -> pd.DataFrame:
