@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MODEL := models/manifest.json
 PROFILE ?= ci
 
-.PHONY: setup system course test lab bench notebooks down clean
+.PHONY: setup system course test lab bench notebooks check down clean
 
 setup: system $(STAMP) $(MODEL)
 
@@ -39,6 +39,11 @@ bench: setup
 # Re-execute the notebooks in place with their CI parameters (the outputs nbval compares).
 notebooks: setup
 	$(PY) -m stack.course --profile ci --in-place
+
+WEEK ?= 1
+# `make check WEEK=2` checks exercises/week2/ against a live lab; SOLUTIONS=1 checks the solutions
+check: setup
+	$(PY) -m stack.check week$(WEEK) $(if $(SOLUTIONS),--solutions)
 
 down:
 	@test -x $(VENV)/bin/stackctl && $(VENV)/bin/stackctl down || true

@@ -167,7 +167,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import main as check_main
 
-    return check_main([args.week] + (["--solutions"] if args.solutions else []))
+    return check_main([args.week, *args.tasks] + (["--solutions"] if args.solutions else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="the lab (default: the only running lab)")
     p.set_defaults(func=cmd_restart)
 
-    p = sub.add_parser("check", help="check your exercise solutions against a live lab")
-    p.add_argument("week", help="week1 .. week4")
+    p = sub.add_parser("check", help="check your exercise files for a week (or the solutions)")
+    p.add_argument("week", choices=["week1", "week2", "week3", "week4"])
+    p.add_argument("tasks", nargs="*", help="only these tasks (default: every task)")
     p.add_argument("--solutions", action="store_true", help="check the reference solutions")
     p.set_defaults(func=cmd_check)
 
