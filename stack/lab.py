@@ -254,7 +254,8 @@ class Lab:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                if all(t["health"] == "up" for t in plan["prometheus"].targets()):
+                targets = plan["prometheus"].targets()
+                if targets and all(t["health"] == "up" for t in targets):
                     break
             except StackError:
                 pass
