@@ -24,7 +24,8 @@ from pathlib import Path
 import psycopg
 
 from .postgres import SUPERUSER, conninfo
-from .processes import ManagedProcess, ProcessRecord
+from .daemon import LabDaemon, run_loop
+from .processes import ProcessRecord
 
 log = logging.getLogger(__name__)
 
@@ -130,39 +131,16 @@ class Manager:
         self._event("promoted", new_primary="standby", old_primary_down_s=down_s)
 
 
-class FailoverManager:
+class FailoverManager(LabDaemon):
     """The lab component that runs the manager as its own process."""
 
     kind = "failover"
+    module = "stack.failover"
 
     def __init__(self, name: str, run_dir: Path, grace_s: float = 1.0, interval_s: float = 0.25):
-        self.name = name
-        self.run_dir = Path(run_dir)
+        super().__init__(name, run_dir, ["--grace", str(grace_s), "--interval", str(interval_s)],
+                         f"promotes the standby {grace_s:g} s after the primary stops answering")
         self.grace_s = grace_s
-        self.interval_s = interval_s
-        self.port = None
-        self.proc: ManagedProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"promotes the standby {self.grace_s:g} s after the primary stops answering"
-
-    def start(self) -> ManagedProcess:
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", "stack.failover", "--run-dir", str(self.run_dir),
-                        "--grace", str(self.grace_s), "--interval", str(self.interval_s)],
-            self.run_dir / f"{self.name}.log", stop_timeout=2.0)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def wait_ready(self) -> float:
-        return 0.0
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
 
 
 def read_events(run_dir: str | Path) -> list[dict]:
@@ -179,19 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.25)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    running = True
-
-    def _stop(*_: object) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, _stop)
     manager = Manager(args.run_dir, grace_s=args.grace)
     log.info("watching the Postgres primary and standby of %s", args.run_dir)
-    while running:
-        manager.tick()
-        time.sleep(args.interval)
-    return 0
+    return run_loop(manager.tick, args.interval)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from .processes import ManagedProcess, ProcessRecord, _group_members
+from .daemon import LabDaemon, run_loop
+from .processes import ProcessRecord, _group_members
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +60,17 @@ def tick(state_path: Path, limit_mb: float, kills_path: Path) -> list[str]:
     return killed
 
 
-class MemoryWatchdog:
+class MemoryWatchdog(LabDaemon):
     """The lab component that runs this module as its own process."""
 
     kind = "watchdog"
+    module = "stack.watchdog"
 
     def __init__(self, name: str, run_dir: Path, limit_mb: float, interval_s: float = 0.2):
-        self.name = name
-        self.run_dir = Path(run_dir)
+        super().__init__(name, run_dir, ["--limit-mb", str(limit_mb), "--interval",
+                                         str(interval_s)],
+                         f"memory limit {limit_mb:g} MB per API replica")
         self.limit_mb = limit_mb
-        self.interval_s = interval_s
-        self.port = None
-        self.proc: ManagedProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"memory limit {self.limit_mb:g} MB per API replica"
-
-    def start(self) -> ManagedProcess:
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", "stack.watchdog", "--run-dir", str(self.run_dir),
-                        "--limit-mb", str(self.limit_mb), "--interval", str(self.interval_s)],
-            self.run_dir / f"{self.name}.log", stop_timeout=2.0)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    def wait_ready(self) -> float:
-        return 0.0
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,19 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    running = True
-
-    def _stop(*_: object) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, _stop)
     state_path = args.run_dir / "lab.json"
     log.info("watching API replicas of %s: limit %.0f MB", args.run_dir, args.limit_mb)
-    while running:
-        tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl")
-        time.sleep(args.interval)
-    return 0
+    return run_loop(lambda: tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl"),
+                    args.interval)
 
 
 if __name__ == "__main__":
