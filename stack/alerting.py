@@ -11,20 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import yaml
 
-from . import binaries, ports
-from .errors import ComponentFailed
+from . import binaries
 from .processes import ManagedProcess
+from .service import HttpService
 from .slo import prom_duration
 
 log = logging.getLogger(__name__)
@@ -51,21 +49,18 @@ def render_config(webhook_url: str, group_wait_s: float = 1.0, group_interval_s:
     return "# rendered by the lab from its topology\n" + yaml.safe_dump(cfg, sort_keys=False)
 
 
-class Alertmanager:
+class Alertmanager(HttpService):
     """prometheus-alertmanager in the lab's run directory, clustering off."""
 
     kind = "alertmanager"
+    ready_path = "/-/ready"
 
     def __init__(self, name: str, run_dir: Path, port: int, webhook_url: str, *,
                  group_wait_s: float = 1.0, group_interval_s: float = 1.0,
                  repeat_interval_s: float = 300.0, start_deadline_s: float = 15.0):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s)
         self.webhook_url = webhook_url
         self.timing = (group_wait_s, group_interval_s, repeat_interval_s)
-        self.start_deadline_s = start_deadline_s
-        self.proc: ManagedProcess | None = None
 
     @classmethod
     def from_spec(cls, name: str, run_dir: Path, port: int, webhook_url: str,
@@ -78,11 +73,7 @@ class Alertmanager:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return self.url
+        return self.address
 
     @property
     def conf_path(self) -> Path:
@@ -92,34 +83,14 @@ class Alertmanager:
         return render_config(self.webhook_url, *self.timing)
 
     def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.render())
-        self.proc = ManagedProcess(
-            self.name,
+        return self._launch(
             [binaries.find("prometheus-alertmanager"), f"--config.file={self.conf_path}",
              f"--storage.path={self.dir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}",
              "--cluster.listen-address=",  # empty: no gossip port, a single instance
-             "--log.level=warn"],
-            self.dir / "server.log", stop_signal=signal.SIGTERM, stop_timeout=5.0)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
+             "--log.level=warn"], stop_timeout=5.0)
 
 
 # -- the webhook receiver -----------------------------------------------------------------------
@@ -175,21 +146,13 @@ def make_receiver(port: int, out: Path) -> ThreadingHTTPServer:
     return server
 
 
-class WebhookReceiver:
+class WebhookReceiver(HttpService):
     """The pager stand-in: records every notification as JSON lines in its folder."""
 
     kind = "webhook"
 
     def __init__(self, name: str, run_dir: Path, port: int, start_deadline_s: float = 10.0):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
-        self.start_deadline_s = start_deadline_s
-        self.proc: ManagedProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(name, run_dir, port, start_deadline_s)
 
     @property
     def url(self) -> str:
@@ -201,29 +164,9 @@ class WebhookReceiver:
         return self.dir / NOTIFICATIONS
 
     def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", "stack.alerting", "receiver", "--port",
-                        str(self.port), "--out", str(self.out_path)],
-            self.dir / "server.log", cwd=Path(__file__).resolve().parent.parent)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(self.address + "/", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
+        return self._launch(
+            [sys.executable, "-m", "stack.alerting", "receiver", "--port", str(self.port),
+             "--out", str(self.out_path)], cwd=Path(__file__).resolve().parent.parent)
 
 
 def read_notifications(run_dir: str | Path, name: str = "webhook") -> pd.DataFrame:

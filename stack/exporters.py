@@ -11,32 +11,20 @@ the server it watches is ready: the nginx exporter gives up at start if nginx do
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
-import httpx
 
-from . import binaries, ports
-from .errors import ComponentFailed
+from . import binaries
 from .processes import ManagedProcess
+from .service import HttpService
 
 
-class _Exporter:
+class _Exporter(HttpService):
     """What the three exporters share: one process, ready when /metrics answers 200."""
 
     kind = "exporter"
     binary = ""
-
-    def __init__(self, name: str, run_dir: Path, port: int, start_deadline_s: float = 15.0):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
-        self.start_deadline_s = start_deadline_s
-        self.proc: ManagedProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    ready_path = "/metrics"
 
     @property
     def target(self) -> str:
@@ -50,28 +38,8 @@ class _Exporter:
         return None
 
     def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = ManagedProcess(self.name, [binaries.find(self.binary), *self.argv()],
-                                   self.dir / "server.log", env=self.env(),
-                                   stop_signal=signal.SIGTERM, stop_timeout=3.0)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(self.address + "/metrics", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s, interval=0.1)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
+        return self._launch([binaries.find(self.binary), *self.argv()], env=self.env(),
+                            stop_timeout=3.0)
 
 
 class NginxExporter(_Exporter):

@@ -19,11 +19,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 
-from . import ports
-from .errors import ComponentFailed
 from .processes import ManagedProcess
+from .service import HttpService
 
 log = logging.getLogger(__name__)
 
@@ -83,49 +81,24 @@ def make_server(port: int, target: str, timeout: float) -> ThreadingHTTPServer:
     return server
 
 
-class ProbeExporter:
-    """The probe exporter process, in the lab's run directory."""
+class ProbeExporter(HttpService):
+    """The probe exporter process, in the lab's run directory. Ready when GET /-/healthy
+    answers 200 (that does not probe the target)."""
 
     kind = "probe"
+    ready_path = "/-/healthy"
 
     def __init__(self, name: str, run_dir: Path, port: int, target: str,
                  timeout_s: float = 0.8, start_deadline_s: float = 10.0):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s)
         self.target = target
         self.timeout_s = timeout_s
-        self.start_deadline_s = start_deadline_s
-        self.proc: ManagedProcess | None = None
-
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", "stack.probe_exporter", "--target", self.target,
-                        "--port", str(self.port), "--timeout", str(self.timeout_s)],
-            self.dir / "server.log", cwd=Path(__file__).resolve().parent.parent)
-        self.proc.start()
-        return self.proc
-
-    def ready(self) -> bool:
-        """GET /-/healthy answers 200 (it does not probe the target)."""
-        try:
-            return httpx.get(self.address + "/-/healthy", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
+        return self._launch(
+            [sys.executable, "-m", "stack.probe_exporter", "--target", self.target,
+             "--port", str(self.port), "--timeout", str(self.timeout_s)],
+            cwd=Path(__file__).resolve().parent.parent)
 
 
 def main(argv: list[str] | None = None) -> int:
