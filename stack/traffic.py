@@ -26,6 +26,7 @@ from stack.errors import ConfigError, StackError
 log = logging.getLogger(__name__)
 
 LATE_S = 0.1  # a request leaving this late means the client, not the server, fell behind
+STALE_CONNECTION_ATTEMPTS = 3  # tries of a keyed POST whose connection closes before an answer
 
 RECORD_FIELDS = ("kind", "t", "wall", "latency_s", "lag_s", "status", "error", "backend",
                  "request_id")
@@ -174,7 +175,7 @@ class Traffic:
         self._tx = Transactions(n_customers, seed)
         self._counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self._late = 0
-        self.retried = 0  # requests re-sent once after a connection closed without a response
+        self.retried = 0  # re-sends after a connection closed without a response
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._stop_requested = False
@@ -376,17 +377,22 @@ class Traffic:
             return
         headers = {"Idempotency-Key": str(uuid.uuid4())}
 
-        async def post_with_one_retry() -> httpx.Response:
+        async def post_with_retries() -> httpx.Response:
             # A keep-alive connection the server closed just as we sent (nginx workers quit
-            # on a reload) fails before any response. HTTP clients retry such a request once
-            # on a fresh connection; with an Idempotency-Key that is safe for a POST too.
-            try:
-                return await client.post(self.predict_url, json=body, headers=headers)
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                self.retried += 1
-                return await client.post(self.predict_url, json=body, headers=headers)
+            # on a reload) fails before any response: writing the request, or reading the
+            # answer, hits a closed socket. HTTP clients retry such a request on another
+            # connection; with an Idempotency-Key that is safe for a POST too. The next pooled
+            # connection may be stale as well, so a few attempts, all under the deadline.
+            for attempt in range(STALE_CONNECTION_ATTEMPTS):
+                try:
+                    return await client.post(self.predict_url, json=body, headers=headers)
+                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                    if attempt == STALE_CONNECTION_ATTEMPTS - 1:
+                        raise
+                    self.retried += 1
+            raise AssertionError("unreachable")
 
-        await self._send("load", due, self.timeout, post_with_one_retry, gate)
+        await self._send("load", due, self.timeout, post_with_retries, gate)
 
     async def _send_probe(self, client: httpx.AsyncClient, due: float) -> None:
         await self._send("probe", due, self.probe_timeout, lambda: client.get(self.probe_url))

@@ -136,7 +136,8 @@ def test_rolling_restart_with_no_failed_request(serving_v1: Lab):
     # nginx 1.22 closes idle keep-alive client connections when a reload retires its old
     # workers; a request sent on one at that instant is reset before nginx reads it
     # (nginx/nginx#456; fixed by keepalive_min_timeout in 1.27.4). The client retries such a
-    # request once, which its Idempotency-Key makes safe: nothing may fail.
+    # request on another connection (a few tries), which its Idempotency-Key makes safe:
+    # nothing may fail.
     assert result.load_failed == 0, load_records(result.path).query("error != ''").to_dict(
         "records")
     for api in lab.apis:

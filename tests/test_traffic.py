@@ -27,6 +27,7 @@ class FakeAPI(ThreadingHTTPServer):
         self.stall_s = 3.0
         self.released = threading.Event()
         self.idempotency_keys: list[str] = []
+        self.drop_posts = 0  # close this many POSTs' connections without an answer
         self.n = 0
 
     @property
@@ -75,6 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key")
         if key:
             self.server.idempotency_keys.append(key)
+        if self.server.drop_posts > 0:
+            self.server.drop_posts -= 1
+            self.close_connection = True  # like a reloading nginx worker: no answer, closed
+            return
         self._serve()
 
 
@@ -192,6 +197,25 @@ def test_idempotency_keys_are_unique_uuids(api, tmp_path):
     keys = api.idempotency_keys
     assert len(keys) == 10 and len(set(keys)) == 10
     assert all(uuid.UUID(k).version == 4 for k in keys)
+
+
+def test_keyed_post_is_resent_when_its_connection_closes_unanswered(api, tmp_path):
+    api.drop_posts = 2  # two closed connections in a row: the request still succeeds
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5, idempotency_keys=True)
+    assert (result.load_sent, result.load_ok) == (1, 1)
+    assert len(api.idempotency_keys) == 3 and len(set(api.idempotency_keys)) == 1
+
+
+def test_resending_is_bounded_and_needs_a_key(api, tmp_path):
+    api.drop_posts = 3  # every try closed: the request fails, it is not sent forever
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5, idempotency_keys=True)
+    assert (result.load_sent, result.load_ok) == (1, 0)
+    assert len(api.idempotency_keys) == 3
+    api.drop_posts = 1  # without a key a POST is never sent twice
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5)
+    assert (result.load_sent, result.load_ok) == (1, 0)
+    [load] = [r for r in _records(result.path) if r["kind"] == "load"]
+    assert load["error"] in {"read", "protocol"}
 
 
 def test_probe_url_can_differ(api, tmp_path):
