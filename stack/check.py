@@ -561,9 +561,8 @@ def check_readiness(folder: Path) -> str:
     ]
     for case in cases:
         _readiness_case(func, *case)
-    # the same function against a real Postgres: answering, then frozen by SIGSTOP. Each
-    # ping opens its own connection: the hang fault stops the postmaster, and Postgres runs
-    # each backend in its own process group, so a connection opened before would still answer.
+    # the same function against a real Postgres: answering, then frozen by SIGSTOP (the hang
+    # fault stops the postmaster and every backend). Each ping opens its own connection.
     with Lab("before") as lab:
         conninfo = lab.db.url_for(API_ROLE, connect_timeout=10)
 

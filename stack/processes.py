@@ -38,9 +38,9 @@ def _start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _group_members(pgid: int) -> list[int]:
-    """PIDs of live processes in a process group (Linux /proc)."""
-    members = []
+def _process_table() -> list[tuple[int, int, int]]:
+    """(pid, ppid, pgid) of every live process (Linux /proc)."""
+    table = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -48,9 +48,31 @@ def _group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            table.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return table
+
+
+def _group_members(pgid: int) -> list[int]:
+    """PIDs of live processes in a process group."""
+    return [pid for pid, _, group in _process_table() if group == pgid]
+
+
+def _group_and_descendants(pgid: int) -> tuple[list[int], list[int]]:
+    """The group's members, and their descendants that left the group (Postgres makes each
+    backend the leader of a group of its own, so signalling the postmaster's group misses them)."""
+    table = _process_table()
+    members = [pid for pid, _, group in table if group == pgid]
+    children: dict[int, list[int]] = {}
+    for pid, ppid, group in table:
+        if group != pgid:
+            children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(members)
+    while todo:
+        for child in children.pop(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return members, found
 
 
 def tail(path: str | Path, lines: int = 15) -> str:
@@ -139,10 +161,22 @@ class ProcessRecord:
         return "killed" if not self.group_alive() else "still running"
 
     def pause(self) -> bool:
-        return self.send(signal.SIGSTOP)
+        """SIGSTOP the group, then the descendants that left it: all of it hangs."""
+        return self._send_all(signal.SIGSTOP)
 
     def resume(self) -> bool:
-        return self.send(signal.SIGCONT)
+        return self._send_all(signal.SIGCONT)
+
+    def _send_all(self, sig: int) -> bool:
+        if not self.send(sig):
+            return False
+        _, descendants = _group_and_descendants(self.pgid)
+        for pid in descendants:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return True
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -88,17 +88,19 @@ def test_killed_replica(audited):
 
 
 def test_per_worker_failure_counts(audited):
-    r = audit.per_worker_failure_counts(audited, n=30)
+    r = audit.per_worker_failure_counts(audited)
     f = r.figures
     assert f["failed"] == 0, f  # every refused connection was retried on api2
     if _preset(audited) == "playbook":
-        # no zone: each worker spends its own max_fails=3 on the dead replica
+        # no zone: each worker spends its own max_fails=3 on the dead replica (plus at most
+        # one request that picked it while a refused connect was still being reported)
         assert f["workers_attempting"] == 2, f
-        assert f["attempts_total"] > f["max_fails"] and max(f["attempts_per_worker"]) <= 3, f
+        assert f["attempts_total"] > f["attempts_budget"], f
+        assert max(f["attempts_per_worker"]) <= f["max_fails"] + 1, f
         assert not r.ok
     else:
         # zone: the first refused connect takes api1 out for every worker
-        assert f["attempts_total"] <= 2, f
+        assert f["attempts_total"] <= f["attempts_budget"], f
         assert r.ok
 
 

@@ -67,6 +67,27 @@ def test_hang_stops_answering_and_undo_resumes(lab: Lab):
     assert predict(lab).status_code == 200
 
 
+def test_hang_on_postgres_freezes_its_backends_too(lab: Lab):
+    import threading
+    with lab.db.connect() as conn:  # a connection open before the hang: its backend stops too
+        conn.execute("SELECT 1")
+        answered = threading.Event()
+
+        def query() -> None:
+            conn.execute("SELECT 1")
+            answered.set()
+
+        applied = faults.apply(lab, "hang", "postgres")
+        try:
+            worker = threading.Thread(target=query, daemon=True)
+            worker.start()
+            assert not answered.wait(1.0), "a backend kept answering through the hang"
+        finally:
+            faults.undo(lab, applied)
+        assert answered.wait(5.0), "the backend answers again after undo"
+    assert predict(lab).status_code == 200
+
+
 def test_slow_db_is_a_real_slow_query(lab: Lab):
     applied = faults.apply(lab, "slow_db", "api1", delay_ms=400)
     try:

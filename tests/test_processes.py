@@ -1,3 +1,4 @@
+import os
 import signal
 import sys
 import time
@@ -69,6 +70,41 @@ def test_pause_and_resume(tmp_path: Path):
         assert p.resume() and settles("S")
     finally:
         p.stop()
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_pause_reaches_children_that_left_the_group(tmp_path: Path):
+    # like a Postgres backend: the postmaster's child makes itself a group (and session) leader
+    pidfile = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            "start_new_session=True); "
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+    p = _sleeper(tmp_path, "postmaster-like", code)
+    rec = p.start()
+    child = 0
+    try:
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.02)
+        child = int(pidfile.read_text())
+
+        def settle(want: str) -> list[str]:
+            end = time.monotonic() + 2
+            while {_state(rec.pid), _state(child)} != {want} and time.monotonic() < end:
+                time.sleep(0.01)
+            return [_state(rec.pid), _state(child)]
+
+        assert p.pause() and settle("T") == ["T", "T"]
+        assert p.resume() and settle("S") == ["S", "S"]
+    finally:
+        p.stop()
+        if child:
+            os.kill(child, signal.SIGKILL)
 
 
 def test_record_of_another_process_is_never_signalled(tmp_path: Path):
