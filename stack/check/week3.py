@@ -111,10 +111,13 @@ def check_alert(folder: Path) -> str:
         if res.returncode != 0:
             raise ExerciseFailed(f"promtool check rules: {_tool_output(res)}",
                                  "fix what promtool names: a PromQL syntax error or a bad key")
+        # the learner's groups in file order (recording rules first, as promtool needs them
+        # to be evaluated before the alerts that read them; unordered, it picks at random)
+        groups = [g.get("name") for g in rules_doc.get("groups") or [] if g.get("name")]
         failed = []
         for i, (claim, hint, case) in enumerate(HIDDEN_ALERT_CASES):
             doc = {"rule_files": ["alert.rules.yml"], "evaluation_interval": "1s",
-                   "tests": [case]}
+                   "group_eval_order": groups, "tests": [case]}
             (work / f"hidden_{i}.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
             # one promtool run per case, so that each failure is named
             res = _promtool("test", "rules", f"hidden_{i}.yml", cwd=work)
