@@ -12,7 +12,9 @@ What serves after a deploy or rollback is recorded in the model manifest (the de
 stack.model.registry.set_deployed); a replica that restarts loads that version.
 
 A deploy or rollback never reloads nginx: it flips a pointer inside each replica. A rolling
-restart reloads nginx once per replica plus once, and nginx (before 1.27.4's
+restart reloads nginx once per replica plus once. Before it stops a drained replica it waits
+until nginx's old workers have exited (they proxy what they had already read by the old
+upstream list) and the replica has nothing in flight. nginx (before 1.27.4's
 `keepalive_min_timeout`) closes idle keep-alive client connections when old workers quit: a
 client that sends on such a connection at that instant gets a reset, and must retry (safe with
 an Idempotency-Key). See https://github.com/nginx/nginx/pull/456.
@@ -440,11 +442,16 @@ def rolling_restart(lab: "Lab", *, drain_deadline_s: float = DRAIN_DEADLINE_S,
                 took = nginx.set_backends_down({api.name})
                 out[:] = [True, f"nginx reloaded in {took:.2f} s; new requests go elsewhere"]
 
-            # 2. wait until the requests it already has are finished, under a deadline.
+            # 2. wait until the old nginx workers are gone (one that had read a request
+            #    before the reload still proxies it by the old upstream list, possibly to
+            #    this replica), then until the replica's own requests are finished. Past the
+            #    deadline uvicorn's graceful shutdown still drains what it has.
             with run.step("wait_idle", api.name) as out:
+                gone, waited = nginx.wait_retired(drain_deadline_s)
                 idle, detail = _wait_idle(api, drain_deadline_s)
-                # past the deadline uvicorn's own graceful shutdown still drains them
-                out[:] = [True, detail]
+                out[:] = [True, (f"old nginx workers gone after {waited:.2f} s" if gone else
+                                 f"old nginx workers still finishing after {waited:.2f} s")
+                          + f"; {detail}"]
 
             # 3. restart: SIGTERM makes uvicorn stop accepting, finish what is in flight
             #    (timeout_graceful_shutdown) and run the app's shutdown; then a new process

@@ -74,8 +74,10 @@ def _upstream(spec: NginxSpec, backends: list[tuple[str, int]], down: frozenset[
         lines.append(f"        zone {UPSTREAM} {spec.zone_kb}k;  # failure counts shared by "
                      "all workers")
     lines += _servers(backends, down, params)
-    lines += [f"        keepalive {spec.keepalive if tuned else PLAYBOOK['keepalive']};",
-              "    }"]
+    lines.append(f"        keepalive {spec.keepalive if tuned else PLAYBOOK['keepalive']};")
+    if tuned:  # close idle upstream connections before the replicas do (API_KEEP_ALIVE_S)
+        lines.append(f"        keepalive_timeout {_ms(spec.keepalive_timeout_s)};")
+    lines.append("    }")
     if tuned:
         lines += [
             "",
@@ -85,6 +87,7 @@ def _upstream(spec: NginxSpec, backends: list[tuple[str, int]], down: frozenset[
             f"    upstream {HEALTH_UPSTREAM} {{",
             *_servers(backends, down, "max_fails=0"),
             f"        keepalive {spec.keepalive};",
+            f"        keepalive_timeout {_ms(spec.keepalive_timeout_s)};",
             "    }",
         ]
     return lines
@@ -290,6 +293,7 @@ class NginxServer:
         self.spec = spec
         self.down: frozenset[str] = frozenset()
         self.generation = 0
+        self.retiring: set[int] = set()  # workers of earlier generations, finishing up
         self.user = worker_user()
         self.proc: ManagedProcess | None = None
 
@@ -373,6 +377,7 @@ class NginxServer:
                                   str(self.dir / "error.log"), tail(self.dir / "error.log"))
         t0 = time.monotonic()
         old_workers = _children(self.proc.record.pid)
+        self.retiring.update(old_workers)
         self.write_config()
         self.proc.record.signal_leader(signal.SIGHUP)
         inodes = _listening_inodes({self.port, self.status_port})
@@ -387,6 +392,23 @@ class NginxServer:
         raise ComponentFailed(self.name, f"generation {self.generation} not live within "
                               f"{self.spec.reload_deadline_s:g} s after reload",
                               str(self.dir / "error.log"), tail(self.dir / "error.log"))
+
+    def wait_retired(self, deadline_s: float) -> tuple[bool, float]:
+        """Wait until the workers that earlier reloads retired have exited. A retired worker
+        still finishes the requests it had read, proxied by its old upstream list, so a
+        drained replica may get one until then; worker_shutdown_timeout bounds the wait.
+        Returns (all gone, seconds waited)."""
+        t0 = time.monotonic()
+        while True:
+            if self.proc is None or not self.proc.alive():
+                self.retiring.clear()
+            else:
+                self.retiring &= set(_children(self.proc.record.pid))  # exited ones drop out
+            if not self.retiring:
+                return True, time.monotonic() - t0
+            if time.monotonic() - t0 > deadline_s:
+                return False, time.monotonic() - t0
+            time.sleep(0.02)
 
     def set_backends_down(self, names: set[str]) -> float:
         """Drain these replicas (`down` in the upstream; the others come back) and reload:

@@ -56,8 +56,11 @@ class ActionRun:
         return int((self.load["status"] // 100 != 2).sum())
 
     def line(self) -> str:
-        return analysis.verdict(self.name, self.failed == 0,
-                                f"{self.failed} failed of {self.requests} requests")
+        detail = f"{self.failed} failed of {self.requests} requests"
+        if self.failed:  # what the users saw, so that a failed run says why
+            bad = self.load[self.load["status"] // 100 != 2]
+            detail += ": " + _counts(bad["error"].value_counts().to_dict())
+        return analysis.verdict(self.name, self.failed == 0, detail)
 
 
 def under_traffic(lab: Lab, name: str, action: Callable[[], Any], *, requests: int = 2000,

@@ -18,6 +18,12 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# How long a replica keeps an idle keep-alive connection open. nginx must close its idle
+# upstream connections sooner (NginxSpec.keepalive_timeout_s): if the replica closed first, a
+# request nginx sends on the connection at that instant would be lost.
+API_KEEP_ALIVE_S = 75.0
+
+
 class ApiSpec(_Spec):
     """The uvicorn replicas serving the FastAPI app."""
 
@@ -71,6 +77,7 @@ class NginxSpec(_Spec):
     # replica answers 503 and all of them sit out this long after it recovers
     fail_timeout_s: int = Field(1, ge=1, le=3600)
     keepalive: int = Field(32, ge=1, le=1024)
+    keepalive_timeout_s: float = Field(30.0, gt=0, lt=API_KEEP_ALIVE_S)  # idle upstream conns
     zone_kb: int = Field(64, ge=32, le=65_536)
     next_upstream_tries: int = Field(2, ge=0, le=10)
     next_upstream_timeout_s: float = Field(3.0, ge=0, le=600)

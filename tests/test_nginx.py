@@ -54,7 +54,7 @@ def test_playbook_is_rendered_as_printed():
         'location /health {\naccess_log off;\nreturn 200 "healthy\\n";\n}')
     # as printed: nothing that would make upstream keep-alive work, no shared zone
     for absent in ("proxy_http_version", "Connection", "zone ", "non_idempotent",
-                   "X-Upstream"):
+                   "X-Upstream", "keepalive_timeout"):
         assert absent not in text
     # the tuning fields do not touch the playbook
     assert _render("playbook", max_fails=7, connect_timeout_s=0.1) == text
@@ -62,7 +62,7 @@ def test_playbook_is_rendered_as_printed():
 
 def test_tuned_renders_the_spec():
     text = _render("tuned")
-    for line in ("zone api_backend 64k;", "keepalive 32;",
+    for line in ("zone api_backend 64k;", "keepalive 32;", "keepalive_timeout 30000ms;",
                  "server 127.0.0.1:18001 max_fails=1 fail_timeout=1s;  # api1",
                  "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "proxy_connect_timeout 500ms;", "proxy_send_timeout 1500ms;",
@@ -74,6 +74,8 @@ def test_tuned_renders_the_spec():
                  "upstream api_health {", "server 127.0.0.1:18002 max_fails=0;  # api2",
                  "proxy_pass http://api_health/readyz;"):
         assert line in text, line
+    # both upstreams close idle connections before the replicas would (API_KEEP_ALIVE_S)
+    assert text.count("keepalive_timeout 30000ms;") == 2
     # non_idempotent only in the location an Idempotency-Key leads to
     assert text.count("non_idempotent") == 1
     assert "location @predict_idempotent" in text and "error_page 418 = @predict_idempotent;" \
@@ -404,8 +406,14 @@ def test_reload_keeps_an_in_flight_request(make_nginx, backends):
     took = nginx.reload()
     assert took < 1.0  # did not wait for the in-flight request
     assert nginx.live_generation() == 2
+    # the old worker that has the request is still finishing it...
+    assert nginx.wait_retired(0.1)[0] is False and nginx.retiring
+    # ...and exits once it has answered
+    gone, waited = nginx.wait_retired(10)
+    assert gone and not nginx.retiring
     t.join(10)
     assert "error" not in result and result["resp"].status_code == 200
+    assert nginx.wait_retired(0) == (True, pytest.approx(0, abs=0.05))  # nothing to wait for
 
 
 @pytest.mark.integration

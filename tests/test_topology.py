@@ -24,6 +24,9 @@ def test_bad_value_names_the_field():
         parse_topology({"nginx": {"preset": "fast"}})
     with pytest.raises(ConfigError, match=r"field 'api\.retries'.*Extra inputs"):
         parse_topology({"api": {"retries": 3}})
+    # nginx must close idle upstream connections before the replicas do
+    with pytest.raises(ConfigError, match=r"field 'nginx\.keepalive_timeout_s'.*less than 75"):
+        parse_topology({"nginx": {"keepalive_timeout_s": 90}})
 
 
 def test_yaml_file(tmp_path: Path):

@@ -16,6 +16,7 @@ import uvicorn
 from stack.api.app import create_app
 from stack.api.settings import SETTINGS_ENV, ApiSettings, load_settings
 from stack.errors import StackError
+from stack.topology import API_KEEP_ALIVE_S
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def serve(settings: ApiSettings) -> None:
     sockets = [bind_socket(settings.host, settings.port),
                bind_socket(settings.host, settings.admin_port)]
     config = uvicorn.Config(create_app(settings), log_level="info", access_log=False,
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on")
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on",
+                            timeout_keep_alive=API_KEEP_ALIVE_S)
     log.info("%s listening on %s:%d (admin %d)", settings.name, settings.host, settings.port,
              settings.admin_port)
     try:
