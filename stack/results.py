@@ -143,7 +143,7 @@ def fill_postmortem(template: str | Path, run: ActionRun, facts: dict[str, Any])
     """The post-mortem template, filled with what the lab measured."""
     t0 = run.action_start_t
     timeline = [
-        f"- t+0.0s: a new model file was copied over the live one and the API restarted",
+        "- t+0.0s: a new model file was copied over the live one and the API restarted",
     ]
     if facts["first_failure_t"] is not None:
         timeline += [

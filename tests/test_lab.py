@@ -1,12 +1,9 @@
 """Integration: the real BEFORE lab (Postgres + uvicorn) end to end."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
