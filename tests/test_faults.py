@@ -89,11 +89,11 @@ def test_hang_on_postgres_freezes_its_backends_too(lab: Lab):
 
 
 def test_slow_db_is_a_real_slow_query(lab: Lab):
-    applied = faults.apply(lab, "slow_db", "api1", delay_ms=400)
+    applied = faults.apply(lab, "slow_db", "api1", delay_ms=1000)
     try:
         t0 = time.monotonic()
         assert predict(lab).status_code == 200
-        assert time.monotonic() - t0 >= 0.4
+        assert time.monotonic() - t0 >= 1.0
         slow = [0]
 
         def watch() -> None:
@@ -112,8 +112,8 @@ def test_slow_db_is_a_real_slow_query(lab: Lab):
         assert slow[0] > 0, "Postgres itself runs the slow query"
     finally:
         faults.undo(lab, applied)
-    t0 = time.monotonic()
-    assert predict(lab).status_code == 200 and time.monotonic() - t0 < 0.4
+    t0 = time.monotonic()  # undone: no second of pg_sleep any more (room for a slow machine)
+    assert predict(lab).status_code == 200 and time.monotonic() - t0 < 1.0
 
 
 def test_memory_leak_grows_until_the_memory_limit_kills(lab: Lab):

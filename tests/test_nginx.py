@@ -391,12 +391,12 @@ def test_set_backends_down_drains_one(make_nginx, backends, preset: str):
 
 @pytest.mark.integration
 def test_reload_keeps_an_in_flight_request(make_nginx, backends):
-    nginx = make_nginx("tuned")
+    nginx = make_nginx("tuned", read_timeout_s=10)  # the request below takes 3 s
     result: dict[str, object] = {}
 
     def slow() -> None:
         try:
-            result["resp"] = _get(nginx.url + "/predict?delay=1.0")
+            result["resp"] = _get(nginx.url + "/predict?delay=3.0")
         except httpx.HTTPError as exc:
             result["error"] = exc
 
@@ -404,7 +404,7 @@ def test_reload_keeps_an_in_flight_request(make_nginx, backends):
     t.start()
     assert _poll(lambda: sum(b.in_flight for b in backends), 1) == 1
     took = nginx.reload()
-    assert took < 1.0  # did not wait for the in-flight request
+    assert took < 2.5  # did not wait for the in-flight request (3 s)
     assert nginx.live_generation() == 2
     # the old worker that has the request is still finishing it...
     assert nginx.wait_retired(0.1)[0] is False and nginx.retiring

@@ -115,7 +115,7 @@ def test_records_have_all_fields_and_probe_count(api, tmp_path):
     for r in records:
         assert tuple(r) == RECORD_FIELDS
         assert r["status"] == 200 and r["error"] == "" and r["backend"] == "b1"
-        assert 0 < r["latency_s"] < 1 and r["lag_s"] < 0.2
+        assert 0 < r["latency_s"] < 2 and r["lag_s"] < 0.5  # room for a slow machine
     assert all(r["request_id"].startswith("r") for r in load)
     assert all(r["request_id"] == "" for r in probes)
     assert [r["t"] for r in sorted(probes, key=lambda r: r["t"])] == pytest.approx(
@@ -140,8 +140,13 @@ def test_stall_does_not_slow_the_schedule(api, tmp_path):
     inner = [r for r in load if stall_start + 0.15 <= r["t"] < stall_end - 0.15]
     assert len(inner) > 25
     assert [r for r in inner if r["error"] != "timeout" or r["status"] != 0] == []
-    assert all(r["latency_s"] == pytest.approx(0.5, abs=0.1) for r in inner)
-    assert max(r["lag_s"] for r in load) < 0.1  # requests left on time during the stall
+    # each gave up at its own 0.5 s timeout, not when the server let go (3 s later); the
+    # bounds leave room for a slow machine, they are no benchmark
+    assert all(0.45 <= r["latency_s"] < 1.5 for r in inner)
+    # requests left on time during the stall: a client waiting on stalled requests would
+    # send each one at least a timeout (0.5 s) late
+    lags = sorted(r["lag_s"] for r in in_stall)
+    assert lags[len(lags) // 2] < 0.1 and lags[-1] < 0.5, lags[-5:]
     assert all(r["error"] == "" for r in load if r["t"] >= stall_end + 0.15)
     probes = [r for r in records if r["kind"] == "probe"]
     assert any(r["error"] == "timeout" for r in probes)
