@@ -448,7 +448,7 @@ def rolling_restart(lab: "Lab", *, drain_deadline_s: float = DRAIN_DEADLINE_S,
             #    deadline uvicorn's graceful shutdown still drains what it has.
             with run.step("wait_idle", api.name) as out:
                 gone, waited = nginx.wait_retired(drain_deadline_s)
-                idle, detail = _wait_idle(api, drain_deadline_s)
+                _, detail = _wait_idle(api, drain_deadline_s)
                 out[:] = [True, (f"old nginx workers gone after {waited:.2f} s" if gone else
                                  f"old nginx workers still finishing after {waited:.2f} s")
                           + f"; {detail}"]

@@ -52,15 +52,20 @@ class ActionRun:
         return len(self.load)
 
     @property
+    def failures(self) -> pd.DataFrame:
+        """The load requests that did not get a 2xx."""
+        return self.load[self.load["status"] // 100 != 2]
+
+    @property
     def failed(self) -> int:
-        return int((self.load["status"] // 100 != 2).sum())
+        return len(self.failures)
 
     def line(self) -> str:
-        detail = f"{self.failed} failed of {self.requests} requests"
-        if self.failed:  # what the users saw, so that a failed run says why
-            bad = self.load[self.load["status"] // 100 != 2]
+        bad = self.failures
+        detail = f"{len(bad)} failed of {self.requests} requests"
+        if len(bad):  # what the users saw, so that a failed run says why
             detail += ": " + _counts(bad["error"].value_counts().to_dict())
-        return analysis.verdict(self.name, self.failed == 0, detail)
+        return analysis.verdict(self.name, bad.empty, detail)
 
 
 def under_traffic(lab: Lab, name: str, action: Callable[[], Any], *, requests: int = 2000,
@@ -112,13 +117,12 @@ def handmade_bad_deploy(lab: Lab, *, duration: float = 16.0, at: float = 3.0,
 
 def incident_facts(run: ActionRun, slo: float = 0.999, rate: float = 40.0) -> dict[str, Any]:
     """What a post-mortem needs from a measured incident: window, impact, budget used."""
-    load = run.load.sort_values("t")
-    bad = load[load["status"] // 100 != 2]
+    bad = run.failures.sort_values("t")
     first, last = (float(bad["t"].min()), float(bad["t"].max())) if len(bad) else (None, None)
     month_requests = rate * MINUTES_PER_30D * 60
     budget_requests = (1 - slo) * month_requests
     return {
-        "requests": len(load), "failed": len(bad),
+        "requests": run.requests, "failed": len(bad),
         "first_failure_t": first, "last_failure_t": last,
         "duration_s": (last - first) if first is not None else 0.0,
         "budget_used": len(bad) / budget_requests,

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from stack.results import ActionRun
+from stack.results import ActionRun, incident_facts
 
 
 def _run(statuses: list[tuple[int, str]]) -> ActionRun:
@@ -21,3 +22,13 @@ def test_a_failed_line_says_what_the_users_saw():
     assert run.failed == 3
     assert run.line() == ("rolling restart: FAIL (3 failed of 10 requests: read: 2, "
                           "http_5xx: 1)")
+
+
+def test_incident_facts_from_the_failed_requests():
+    records = pd.DataFrame([{"kind": "load", "t": float(t), "status": 503 if 3 <= t <= 6 else 200,
+                             "error": "http_5xx" if 3 <= t <= 6 else ""} for t in range(10)])
+    facts = incident_facts(ActionRun("hand-made deploy", None, records, 2.0, 8.0), rate=40.0)
+    assert facts["requests"] == 10 and facts["failed"] == 4
+    assert (facts["first_failure_t"], facts["last_failure_t"], facts["duration_s"]) == (3, 6, 3)
+    assert facts["errors"] == {"http_5xx": 4}
+    assert facts["budget_minutes"] == pytest.approx(4 / 40 / 60)
