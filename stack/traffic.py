@@ -2,23 +2,29 @@
 
 Requests leave on a fixed schedule (request i is due at start + i/rate), each in its own asyncio
 task, so a stalled server cannot slow the clock and hide its own outage. `Traffic` runs the load
-and the prober in a background thread so the caller can inject faults meanwhile.
+and the prober in a process of its own (`stack.loadgen`), so that neither the caller (a notebook
+kernel, a test, the code that injects faults) nor its GIL can make the client send late; the
+caller injects faults meanwhile and reads the schedule's clock with `elapsed`.
+
+A client that falls behind its schedule proves nothing about the server: `TrafficResult.
+client_behind` says so (more than 1% of the load requests left late or not at all), and the
+verdicts built on such a run say INCONCLUSIVE.
 """
 from __future__ import annotations
 
-import asyncio
-import socket
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
-import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-import httpx
 import numpy as np
 
 from stack.errors import ConfigError, StackError
@@ -26,6 +32,8 @@ from stack.errors import ConfigError, StackError
 log = logging.getLogger(__name__)
 
 LATE_S = 0.1  # a request leaving this late means the client, not the server, fell behind
+CLIENT_BEHIND_FRACTION = 0.01  # more late requests than this: the run proves nothing
+START_DEADLINE_S = 20.0  # for the client's process to start its clock
 STALE_CONNECTION_ATTEMPTS = 3  # tries of a keyed POST whose connection closes before an answer
 
 RECORD_FIELDS = ("kind", "t", "wall", "latency_s", "lag_s", "status", "error", "backend",
@@ -51,10 +59,24 @@ class TrafficResult:
     probes_ok: int
     duration_s: float
     load_late: int = 0  # left LATE_S or more after their slot, or never (client_overload)
+    retried: int = 0  # keyed POSTs re-sent after their connection closed unanswered
+    client_cpu_s: float = 0.0  # CPU seconds the client's process used
 
     @property
     def load_failed(self) -> int:
         return self.load_sent - self.load_ok
+
+    @property
+    def client_behind(self) -> bool:
+        """The client itself fell behind its schedule: failures may be the client's."""
+        return self.load_late > CLIENT_BEHIND_FRACTION * max(self.load_sent, 1)
+
+    def client_note(self) -> str:
+        """Why a verdict on this run is INCONCLUSIVE ("" when the client kept up)."""
+        if not self.client_behind:
+            return ""
+        return (f"the load client fell behind: {self.load_late} of {self.load_sent} requests "
+                f"left {LATE_S:g} s late or not at all")
 
     @property
     def probes_failed(self) -> int:
@@ -117,31 +139,20 @@ class RecordWriter:
             self._f.close()
 
 
-def _classify(exc: BaseException) -> str:
-    """Map a client-side exception to an error kind."""
-    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
-        return "timeout"
-    if isinstance(exc, httpx.ConnectError):
-        return "connect"
-    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.CloseError)):
-        return "read"
-    return "protocol"
-
-
 def _positive(field: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"must be > 0, got {value!r}", field=field)
 
 
 class Traffic:
-    """Open-loop load on POST /predict plus an uptime prober, run in a background thread.
+    """Open-loop load on POST /predict plus an uptime prober, in a process of its own.
 
     Records go to `<run_dir>/traffic-<name>.jsonl` (overwritten if it exists). The run ends
     by itself after `duration` seconds; in-flight requests then get at most `timeout` more.
     A request is not sent, and is recorded as "client_overload", when `max_in_flight` load
     requests are already out or its slot is more than `timeout` in the past. At most
     `max_connections` load requests are on the wire; the rest wait, and the wait counts
-    towards their timeout and latency.
+    towards their timeout and latency. The client's own log is `<run_dir>/traffic-<name>.log`.
     """
 
     def __init__(self, base_url: str, run_dir: str | Path, *, rate: float = 50.0,
@@ -169,29 +180,26 @@ class Traffic:
             float(probe_interval), float(timeout), float(probe_timeout))
         self.name = name
         self.path = Path(run_dir) / f"traffic-{name}.jsonl"
+        self.log_path = Path(run_dir) / f"traffic-{name}.log"
         self.progress = duration > 5 if progress is None else progress
         self.idempotency_keys = idempotency_keys
         self.max_in_flight, self.max_connections = max_in_flight, max_connections
-        self._tx = Transactions(n_customers, seed)
-        self._counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
-        self._late = 0
-        self.retried = 0  # re-sends after a connection closed without a response
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stop_requested = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._schedules: list[asyncio.Task[None]] = []
-        self._load_tasks: set[asyncio.Task[None]] = set()
-        self._probe_tasks: set[asyncio.Task[None]] = set()
+        self.n_customers, self.seed = int(n_customers), int(seed)
+        self.sent = self.ok = self.late = 0  # the client's counts, once a second
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._started = threading.Event()
         self._t0: float | None = None
         self._ended: float | None = None
-        self._writer: RecordWriter | None = None
         self._bar: Any = None
-        self._exc: BaseException | None = None
+        self._error: str | None = None
         self._result: TrafficResult | None = None
+        self._lock = threading.Lock()
 
-    # --- caller's thread -------------------------------------------------------------------
+    @property
+    def retried(self) -> int:
+        """Keyed POSTs re-sent after a connection closed unanswered (known at the end)."""
+        return self._result.retried if self._result else 0
 
     @property
     def elapsed(self) -> float:
@@ -200,53 +208,76 @@ class Traffic:
             return 0.0
         return (self._ended or time.monotonic()) - self._t0
 
+    def config(self) -> dict[str, Any]:
+        """What the client's process is told to do."""
+        return {"predict_url": self.predict_url, "probe_url": self.probe_url,
+                "rate": self.rate, "duration": self.duration,
+                "probe_interval": self.probe_interval, "timeout": self.timeout,
+                "probe_timeout": self.probe_timeout, "n_customers": self.n_customers,
+                "seed": self.seed, "idempotency_keys": self.idempotency_keys,
+                "max_in_flight": self.max_in_flight, "max_connections": self.max_connections,
+                "path": str(self.path)}
+
     def start(self) -> Traffic:
-        """Start the background thread; returns once the schedule's clock has started."""
-        if self._thread is not None:
+        """Start the client's process; returns once the schedule's clock has started."""
+        if self._proc is not None:
             raise StackError(f"traffic '{self.name}' was already started; create a new Traffic")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = RecordWriter(self.path)
+        self.path.unlink(missing_ok=True)
+        with open(self.log_path, "w") as log_file:
+            # its own session: a Ctrl-C in the notebook reaches the caller, which stops it
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "stack.loadgen", json.dumps(self.config())],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True,
+                bufsize=1, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if self.progress:
             from tqdm.auto import tqdm
             self._bar = tqdm(total=int(math.ceil(self.duration)), unit="s", desc=self.name)
-        self._thread = threading.Thread(target=self._run_thread, name=f"traffic-{self.name}",
+        self._reader = threading.Thread(target=self._read, name=f"traffic-{self.name}",
                                         daemon=True)
-        self._thread.start()
-        self._ready.wait(10.0)
-        log.info("traffic %s: %.0f req/s for %.0fs on %s, probing %s every %.1fs -> %s",
-                 self.name, self.rate, self.duration, self.predict_url, self.probe_url,
-                 self.probe_interval, self.path)
+        self._reader.start()
+        if not self._started.wait(START_DEADLINE_S) or self._t0 is None:
+            self._kill()
+            self._reader.join(5.0)
+            raise StackError(f"the load client '{self.name}' did not start within "
+                             f"{START_DEADLINE_S:g} s: {self._error or 'no word from it'}"
+                             f"{self._log_tail()}")
+        log.info("traffic %s: %.0f req/s for %.0fs on %s, probing %s every %.1fs -> %s "
+                 "(client pid %d)", self.name, self.rate, self.duration, self.predict_url,
+                 self.probe_url, self.probe_interval, self.path, self._proc.pid)
         return self
 
     def wait(self, timeout: float | None = None) -> TrafficResult:
-        """Wait for the run to end; re-raises any error from the background thread."""
-        if self._thread is None:
+        """Wait for the run to end; raises StackError if the client's process failed."""
+        if self._proc is None or self._reader is None:
             raise StackError(f"traffic '{self.name}' was never started; call start() first")
-        self._thread.join(timeout)
-        if self._thread.is_alive():
+        self._reader.join(timeout)
+        if self._reader.is_alive():
             raise StackError(f"traffic '{self.name}' still running after {timeout}s; "
                              "call stop() to end it early")
-        if self._exc is not None:
-            raise self._exc
-        assert self._result is not None
+        try:
+            self._proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        if self._result is None:
+            raise StackError(f"the load client '{self.name}' failed (exit status "
+                             f"{self._proc.returncode}): {self._error or 'it ended without a result'}"
+                             f"{self._log_tail()}")
         return self._result
 
     def stop(self) -> TrafficResult:
         """End early: send nothing new, wait (bounded) for in-flight requests, return."""
-        if self._thread is None:
+        if self._proc is None:
             raise StackError(f"traffic '{self.name}' was never started; call start() first")
-        with self._lock:
-            self._stop_requested = True
-            loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._cancel_schedules)
-            except RuntimeError:  # the loop has already closed
-                pass
-        return self.wait(max(self.timeout, self.probe_timeout) + 10.0)
+        self._tell("stop")
+        try:
+            return self.wait(max(self.timeout, self.probe_timeout) + 10.0)
+        except StackError:
+            self._kill()
+            raise
 
     def __enter__(self) -> Traffic:
-        if self._thread is None:
+        if self._proc is None:
             self.start()
         return self
 
@@ -258,217 +289,92 @@ class Traffic:
                 raise
             log.exception("traffic %s failed while another error was raised", self.name)
 
-    # --- background thread -----------------------------------------------------------------
+    # --- the client's process ------------------------------------------------------------
 
-    def _run_thread(self) -> None:
+    def _tell(self, line: str) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.closed:
+            return
         try:
-            self._result = asyncio.run(self._main())
-        except BaseException as exc:  # handed to the caller by wait()
-            self._exc = exc
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):  # it has ended already
+            pass
+
+    def _kill(self) -> None:
+        """The client's process only, by its PID (it leads its own session)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5.0)
+
+    def _read(self) -> None:
+        """The reader thread: the client's events, until it closes its stdout."""
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            for line in self._proc.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                kind = event.get("event")
+                if kind == "started":
+                    self._t0 = float(event["t0"])
+                    self._started.set()
+                elif kind == "tick":
+                    self.sent, self.ok, self.late = event["sent"], event["ok"], event["late"]
+                    self._update_bar()
+                elif kind == "done":
+                    self._ended = self._t0 + float(event["duration_s"]) if self._t0 else None
+                    self._result = TrafficResult(
+                        self.name, self.path, event["load_sent"], event["load_ok"],
+                        event["probes_sent"], event["probes_ok"], event["duration_s"],
+                        event["load_late"], event["retried"], event["cpu_s"])
+                    self.sent, self.ok, self.late = (event["load_sent"], event["load_ok"],
+                                                     event["load_late"])
+                elif kind == "error":
+                    self._error = str(event.get("message"))
         finally:
-            self._ready.set()
-            if self._writer is not None:
-                self._writer.close()
+            if self._ended is None and self._t0 is not None:
+                self._ended = time.monotonic()
+            self._started.set()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                try:
+                    if pipe is not None:
+                        pipe.close()
+                except OSError:
+                    pass
             if self._bar is not None:
                 self._update_bar()
                 self._bar.close()
+            self._finish_log()
 
-    async def _main(self) -> TrafficResult:
-        loop = asyncio.get_running_loop()
-        load_limits = httpx.Limits(max_connections=self.max_connections,
-                                   max_keepalive_connections=self.max_connections)
-        async with (
-            httpx.AsyncClient(limits=load_limits, timeout=self.timeout, trust_env=False,
-                              transport=_transport(load_limits)) as lc,
-            httpx.AsyncClient(timeout=self.probe_timeout, trust_env=False,
-                              transport=_transport(httpx.Limits())) as pc,
-        ):
-            self._t0 = loop.time()
-            self._schedules = [loop.create_task(self._load_schedule(lc)),
-                               loop.create_task(self._probe_schedule(pc))]
-            ticker = loop.create_task(self._tick())
-            with self._lock:
-                self._loop = loop
-                if self._stop_requested:
-                    self._cancel_schedules()
-            self._ready.set()
-            # 1. send on schedule until the duration is up or stop() cancels the schedules
-            for outcome in await asyncio.gather(*self._schedules, return_exceptions=True):
-                if isinstance(outcome, Exception):
-                    raise outcome
-            self._ended = loop.time()
-            # 2. drain: in-flight requests end by their own timeouts; this bound is a backstop
-            pending = self._load_tasks | self._probe_tasks
-            if pending:
-                _, pending = await asyncio.wait(
-                    pending, timeout=max(self.timeout, self.probe_timeout) + 1.0)
-            # 3. force: cancel what is left (each records itself as a timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-        (load_sent, load_ok), (probes_sent, probes_ok) = self._counts["load"], self._counts["probe"]
-        log.info("traffic %s done: load %d/%d ok, probes %d/%d ok", self.name, load_ok,
-                 load_sent, probes_ok, probes_sent)
-        if self._late > 0.01 * max(load_sent, 1):
-            log.warning("traffic %s: %d of %d requests left late or not at all; the client "
-                        "could not keep up (lower the rate or in-flight load), so some failures "
-                        "may be the client's", self.name, self._late, load_sent)
-        return TrafficResult(self.name, self.path, load_sent, load_ok, probes_sent, probes_ok,
-                             round(self._ended - self._t0, 3), self._late)
-
-    def _cancel_schedules(self) -> None:
-        for task in self._schedules:
-            task.cancel()
-
-    async def _schedule(self, period: float, launch: Any) -> None:
-        """Call `launch(due)` at t0, t0+period, ... until the duration is up; never waits on
-        responses, so the clock keeps going whatever the server does."""
-        loop = asyncio.get_running_loop()
-        assert self._t0 is not None
-        i = 0
-        while i * period < self.duration - 1e-9:
-            due = self._t0 + i * period
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif i % 64 == 0:
-                await asyncio.sleep(0)  # running late: still let responses be handled
-            launch(due)
-            i += 1
-
-    async def _load_schedule(self, client: httpx.AsyncClient) -> None:
-        loop = asyncio.get_running_loop()
-
-        gate = asyncio.Semaphore(self.max_connections)
-
-        def launch(due: float) -> None:
-            now = loop.time()
-            if len(self._load_tasks) >= self.max_in_flight or now - due > self.timeout:
-                self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
-                return
-            task = loop.create_task(self._send_load(client, due, gate))
-            self._load_tasks.add(task)
-            task.add_done_callback(self._load_tasks.discard)
-
-        await self._schedule(1.0 / self.rate, launch)
-
-    async def _probe_schedule(self, client: httpx.AsyncClient) -> None:
-        loop = asyncio.get_running_loop()
-
-        def launch(due: float) -> None:
-            now = loop.time()
-            if now - due > self.probe_timeout:
-                self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
-                return
-            task = loop.create_task(self._send_probe(client, due))
-            self._probe_tasks.add(task)
-            task.add_done_callback(self._probe_tasks.discard)
-
-        await self._schedule(self.probe_interval, launch)
-
-    async def _send_load(self, client: httpx.AsyncClient, due: float,
-                         gate: asyncio.Semaphore) -> None:
-        body = self._tx.next()
-        if not self.idempotency_keys:
-            await self._send("load", due, self.timeout, lambda: client.post(
-                self.predict_url, json=body), gate)
+    def _finish_log(self) -> None:
+        result = self._result
+        if result is None:
             return
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
-
-        async def post_with_retries() -> httpx.Response:
-            # A keep-alive connection the server closed just as we sent (nginx workers quit
-            # on a reload) fails before any response: writing the request, or reading the
-            # answer, hits a closed socket. HTTP clients retry such a request on another
-            # connection; with an Idempotency-Key that is safe for a POST too. The next pooled
-            # connection may be stale as well, so a few attempts, all under the deadline.
-            for attempt in range(STALE_CONNECTION_ATTEMPTS):
-                try:
-                    return await client.post(self.predict_url, json=body, headers=headers)
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                    if attempt == STALE_CONNECTION_ATTEMPTS - 1:
-                        raise
-                    self.retried += 1
-            raise AssertionError("unreachable")
-
-        await self._send("load", due, self.timeout, post_with_retries, gate)
-
-    async def _send_probe(self, client: httpx.AsyncClient, due: float) -> None:
-        await self._send("probe", due, self.probe_timeout, lambda: client.get(self.probe_url))
-
-    async def _send(self, kind: str, due: float, timeout: float,
-                    request: Callable[[], Awaitable[httpx.Response]],
-                    gate: asyncio.Semaphore | None = None) -> None:
-        """Send one request under an overall deadline and record its outcome. Waiting for a
-        connection slot at `gate` counts towards the deadline and the latency."""
-        loop = asyncio.get_running_loop()
-        sent, wall = loop.time(), time.time()
-        status, error, backend, request_id = 0, "", "", ""
-        try:
-            async with asyncio.timeout(timeout):
-                if gate is None:
-                    resp = await request()
-                else:
-                    async with gate:  # queue here, not in httpcore's pool (slow when long)
-                        resp = await request()
-            status = resp.status_code
-            backend = resp.headers.get("x-backend", "")
-            if not 200 <= status < 300:
-                error = f"http_{status // 100}xx"
-            elif kind == "load":
-                request_id = _request_id(resp)
-        except asyncio.CancelledError:
-            self._record(kind, due, sent, wall, loop.time() - sent, 0, "timeout", "", "")
-            raise
-        except (TimeoutError, httpx.HTTPError) as exc:
-            error = _classify(exc)
-        self._record(kind, due, sent, wall, loop.time() - sent, status, error, backend,
-                     request_id)
-
-    def _record(self, kind: str, due: float, sent: float, wall: float, latency: float,
-                status: int, error: str, backend: str, request_id: str) -> None:
-        assert self._t0 is not None and self._writer is not None
-        counts = self._counts[kind]
-        counts[0] += 1
-        counts[1] += error == ""
-        if kind == "load" and (sent - due >= LATE_S or error == "client_overload"):
-            self._late += 1
-        self._writer.write({
-            "kind": kind, "t": round(due - self._t0, 6),
-            "wall": round(wall, 6),
-            "latency_s": round(latency, 6), "lag_s": round(sent - due, 6), "status": status,
-            "error": error, "backend": backend, "request_id": request_id})
-
-    async def _tick(self) -> None:
-        """Once a second: flush the records file and update the progress bar."""
-        while True:
-            await asyncio.sleep(1.0)
-            assert self._writer is not None
-            self._writer.flush()
-            if self._bar is not None:
-                self._update_bar()
+        log.info("traffic %s done: load %d/%d ok, probes %d/%d ok", self.name, result.load_ok,
+                 result.load_sent, result.probes_ok, result.probes_sent)
+        if result.client_behind:
+            log.warning("traffic %s: %s; its failures may be the client's, not the server's",
+                        self.name, result.client_note())
 
     def _update_bar(self) -> None:
-        sent, ok = self._counts["load"]
+        if self._bar is None:
+            return
         self._bar.n = min(int(self.elapsed), self._bar.total)
-        self._bar.set_postfix(sent=sent, ok=ok, failed=sent - ok, refresh=False)
+        self._bar.set_postfix(sent=self.sent, ok=self.ok, failed=self.sent - self.ok,
+                              refresh=False)
         self._bar.refresh()
 
-
-def _request_id(resp: httpx.Response) -> str:
-    try:
-        data = resp.json()
-    except ValueError:
-        return ""
-    return str(data.get("request_id", "")) if isinstance(data, dict) else ""
-
-
-def _transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
-    """TCP_NODELAY: httpx writes a request's headers and body separately, and with Nagle's
-    algorithm the body waits for the server's delayed ACK (about 40 ms on Linux)."""
-    return httpx.AsyncHTTPTransport(
-        limits=limits, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    def _log_tail(self, lines: int = 10) -> str:
+        try:
+            tail = deque(self.log_path.read_text(errors="replace").splitlines(), lines)
+        except OSError:
+            tail = deque()
+        if not tail:
+            return f" (its log {self.log_path} is empty)"
+        return f"\n  last lines of {self.log_path}:\n    " + "\n    ".join(tail)
 
 
 def run_traffic(base_url: str, run_dir: str | Path, **kw: Any) -> TrafficResult:

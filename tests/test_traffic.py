@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.errors import ConfigError
+from stack.errors import ConfigError, StackError
 from stack.traffic import RECORD_FIELDS, Traffic, TrafficResult, run_traffic
 
 
@@ -238,14 +240,38 @@ def test_progress_bar_runs(api, tmp_path, capsys):
     assert "bar" in capsys.readouterr().err
 
 
-def test_errors_from_the_thread_are_reraised(api, tmp_path, monkeypatch):
-    async def broken(self):
-        raise RuntimeError("boom")
+def test_client_runs_in_its_own_process(api, tmp_path):
+    traffic = Traffic(api.url, tmp_path, rate=20, duration=1.0, name="own").start()
+    pid = traffic._proc.pid
+    assert pid != os.getpid() and Path(f"/proc/{pid}").exists()
+    result = traffic.wait(10)
+    assert result.load_ok == 20 and result.client_cpu_s > 0
+    assert traffic._proc.returncode == 0
 
-    monkeypatch.setattr(Traffic, "_main", broken)
-    traffic = Traffic(api.url, tmp_path, duration=1.0).start()
-    with pytest.raises(RuntimeError, match="boom"):
-        traffic.wait(5)
+
+def test_client_that_dies_is_an_error_naming_it(api, tmp_path):
+    traffic = Traffic(api.url, tmp_path, rate=20, duration=30.0, name="dies", progress=False).start()
+    os.kill(traffic._proc.pid, signal.SIGKILL)
+    with pytest.raises(StackError, match="load client 'dies' failed.*traffic-dies.log"):
+        traffic.wait(10)
+
+
+def test_client_stops_when_its_caller_goes_away(api, tmp_path):
+    """A caller that died closes the client's stdin: the client ends by itself, early."""
+    traffic = Traffic(api.url, tmp_path, rate=20, duration=30.0, name="orphan", progress=False).start()
+    began = time.monotonic()
+    traffic._proc.stdin.close()
+    result = traffic.wait(10)
+    assert time.monotonic() - began < 5.0 and result.duration_s < 5.0
+
+
+def test_client_behind_is_more_than_one_percent_late(tmp_path):
+    def result(late: int) -> TrafficResult:
+        return TrafficResult("r", tmp_path / "r.jsonl", 1000, 990, 10, 10, 10.0, late)
+
+    assert not result(10).client_behind and result(10).client_note() == ""
+    assert result(11).client_behind
+    assert "load client fell behind: 11 of 1000" in result(11).client_note()
 
 
 @pytest.mark.parametrize("kw, field", [({"rate": 0}, "rate"), ({"duration": -1}, "duration"),
