@@ -13,7 +13,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from stack.traffic import RECORD_FIELDS
+from stack.traffic import LATE_S, RECORD_FIELDS, behind_note
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,20 @@ def errors_by_kind(df: pd.DataFrame) -> pd.DataFrame:
     return table.astype(int)
 
 
-def verdict(name: str, ok: bool, detail: str = "") -> str:
-    """One stable line a notebook prints, like "deploy: PASS (0 failed of 1200 requests)"."""
+def verdict(name: str, ok: bool, detail: str = "", inconclusive: str = "") -> str:
+    """One stable line a notebook prints, like "deploy: PASS (0 failed of 1200 requests)".
+
+    `inconclusive`, when not empty, says why the run proves nothing either way (the load
+    client fell behind its schedule): the line is then INCONCLUSIVE with that reason."""
+    if inconclusive:
+        return f"{name}: INCONCLUSIVE ({inconclusive})"
     line = f"{name}: {'PASS' if ok else 'FAIL'}"
     return f"{line} ({detail})" if detail else line
+
+
+def client_note(records: pd.DataFrame) -> str:
+    """"" when the load client kept its schedule in these records, else why a verdict on them
+    is INCONCLUSIVE (more than 1% of the load requests left late or not at all)."""
+    load = records[records["kind"] == "load"]
+    late = int(((load["lag_s"] >= LATE_S) | (load["error"] == "client_overload")).sum())
+    return behind_note(late, len(load))

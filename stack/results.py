@@ -60,12 +60,17 @@ class ActionRun:
     def failed(self) -> int:
         return len(self.failures)
 
+    @property
+    def client_note(self) -> str:
+        """Why a verdict on this run proves nothing ("" when the load client kept up)."""
+        return analysis.client_note(self.records)
+
     def line(self) -> str:
         bad = self.failures
         detail = f"{len(bad)} failed of {self.requests} requests"
         if len(bad):  # what the users saw, so that a failed run says why
             detail += ": " + _counts(bad["error"].value_counts().to_dict())
-        return analysis.verdict(self.name, bad.empty, detail)
+        return analysis.verdict(self.name, bad.empty, detail, inconclusive=self.client_note)
 
 
 def under_traffic(lab: Lab, name: str, action: Callable[[], Any], *, requests: int = 2000,

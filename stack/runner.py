@@ -43,6 +43,11 @@ class ScenarioResult:
     def summary(self) -> dict[str, Any]:
         return analysis.summary(self.records)
 
+    @property
+    def client_note(self) -> str:
+        """Why a verdict on this run proves nothing ("" when the load client kept up)."""
+        return analysis.client_note(self.records)
+
     def save(self, folder: str | Path) -> Path:
         """Copy what the run left behind into `folder` (it outlives the lab's run dir)."""
         folder = Path(folder)

@@ -69,14 +69,20 @@ class TrafficResult:
     @property
     def client_behind(self) -> bool:
         """The client itself fell behind its schedule: failures may be the client's."""
-        return self.load_late > CLIENT_BEHIND_FRACTION * max(self.load_sent, 1)
+        return bool(self.client_note())
 
     def client_note(self) -> str:
         """Why a verdict on this run is INCONCLUSIVE ("" when the client kept up)."""
-        if not self.client_behind:
-            return ""
-        return (f"the load client fell behind: {self.load_late} of {self.load_sent} requests "
-                f"left {LATE_S:g} s late or not at all")
+        return behind_note(self.load_late, self.load_sent)
+
+
+def behind_note(late: int, sent: int) -> str:
+    """"" when the client kept its schedule, else the line that makes a verdict INCONCLUSIVE:
+    more than 1% of the load requests left LATE_S late or not at all."""
+    if late <= CLIENT_BEHIND_FRACTION * max(sent, 1):
+        return ""
+    return (f"the load client fell behind: {late} of {sent} requests left {LATE_S:g} s late "
+            "or not at all, so the failures may be the client's")
 
     @property
     def probes_failed(self) -> int:

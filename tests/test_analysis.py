@@ -9,7 +9,7 @@ import pytest
 
 from stack.analysis import (Incident, availability, budget_used, downtime_minutes_per_30d,
                             errors_by_kind, incidents, latency_percentiles, load_records,
-                            records_frame, summary, timeline, verdict)
+                            records_frame, summary, timeline, verdict, client_note)
 from stack.traffic import RECORD_FIELDS
 
 
@@ -130,3 +130,19 @@ def test_verdict():
     assert verdict("deploy", True, "0 failed of 1200 requests") == \
         "deploy: PASS (0 failed of 1200 requests)"
     assert verdict("chaos", False) == "chaos: FAIL"
+    assert verdict("deploy", True, "0 failed", inconclusive="the load client fell behind") == \
+        "deploy: INCONCLUSIVE (the load client fell behind)"
+    assert verdict("deploy", False, "9 failed", inconclusive="the load client fell behind") == \
+        "deploy: INCONCLUSIVE (the load client fell behind)"
+
+
+def test_client_note_counts_late_and_unsent_load_requests(thousand):
+    assert client_note(thousand) == ""  # every request left on time
+    late = thousand.copy()
+    late.loc[late.index[:10], "lag_s"] = 0.2  # 10 of 1000 late: within 1%
+    assert client_note(late) == ""
+    late.loc[late.index[10], "error"] = "client_overload"  # 11: more than 1%
+    assert "load client fell behind: 11 of 1000 requests" in client_note(late)
+    probes_late = thousand.copy()  # a late probe is not a late load request
+    probes_late.loc[probes_late["kind"] == "probe", "lag_s"] = 0.5
+    assert client_note(probes_late) == ""

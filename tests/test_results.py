@@ -7,9 +7,10 @@ import pytest
 from stack.results import ActionRun, incident_facts
 
 
-def _run(statuses: list[tuple[int, str]]) -> ActionRun:
-    records = pd.DataFrame([{"kind": "load", "status": s, "error": e} for s, e in statuses]
-                           + [{"kind": "probe", "status": 0, "error": "connect"}])
+def _run(statuses: list[tuple[int, str]], lag_s: float = 0.001) -> ActionRun:
+    records = pd.DataFrame([{"kind": "load", "status": s, "error": e, "lag_s": lag_s}
+                            for s, e in statuses]
+                           + [{"kind": "probe", "status": 0, "error": "connect", "lag_s": 0.0}])
     return ActionRun("rolling restart", None, records, 3.0, 9.0)
 
 
@@ -22,6 +23,13 @@ def test_a_failed_line_says_what_the_users_saw():
     assert run.failed == 3
     assert run.line() == ("rolling restart: FAIL (3 failed of 10 requests: read: 2, "
                           "http_5xx: 1)")
+
+
+def test_a_late_client_makes_the_line_inconclusive():
+    run = _run([(200, "")] * 5 + [(0, "timeout")], lag_s=0.3)
+    assert run.line() == ("rolling restart: INCONCLUSIVE (the load client fell behind: 6 of 6 "
+                          "requests left 0.1 s late or not at all, so the failures may be the "
+                          "client's)")
 
 
 def test_incident_facts_from_the_failed_requests():
