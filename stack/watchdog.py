@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,26 +21,68 @@ from .processes import ProcessRecord, _group_members
 log = logging.getLogger(__name__)
 
 
-def group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a group, in MB."""
-    total_kb = 0
-    for pid in _group_members(pgid):
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process and its descendants, from /proc/<pid>/task/<tid>/children (a few small
+    reads, where a scan of the whole process table reads every process on the machine)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
         except OSError:
             continue
-    return total_kb / 1024
+    return found
 
 
-def tick(state_path: Path, limit_mb: float, kills_path: Path) -> list[str]:
-    """One pass over the lab's API replicas; returns the names it killed."""
+def _rss_mb(pid: int) -> float:
     try:
-        state = json.loads(state_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return []
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE_MB
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a group whose leader is `pgid`, in MB."""
+    if not os.path.exists(f"/proc/{pgid}/task/{pgid}/children"):  # no CONFIG_PROC_CHILDREN
+        return sum(_rss_mb(pid) for pid in _group_members(pgid))
+    return sum(_rss_mb(pid) for pid in _descendants(pgid) if _pgid(pid) == pgid)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _State:
+    """The lab's state file, parsed again only when it changed."""
+
+    def __init__(self, path: Path):
+        self.path, self._stamp, self._data = path, None, {}
+
+    def read(self) -> dict:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp != self._stamp:
+                self._data, self._stamp = json.loads(self.path.read_text()), stamp
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return self._data
+
+
+def tick(state_path: Path | _State, limit_mb: float, kills_path: Path) -> list[str]:
+    """One pass over the lab's API replicas; returns the names it killed."""
+    state = (state_path if isinstance(state_path, _State) else _State(state_path)).read()
     killed = []
     for name, comp in state.get("components", {}).items():
         if comp.get("kind") != "api" or not comp.get("process"):
@@ -80,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    state_path = args.run_dir / "lab.json"
+    state_path = _State(args.run_dir / "lab.json")
     log.info("watching API replicas of %s: limit %.0f MB", args.run_dir, args.limit_mb)
     return run_loop(lambda: tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl"),
                     args.interval)

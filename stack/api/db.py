@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import uuid
 from typing import Any
 
@@ -47,6 +48,21 @@ def _fast_reconnects() -> None:
     AttemptWithBackoff.DELAY_BACKOFF = 1.5
 
 
+def check_connection(conn: psycopg.Connection) -> None:
+    """The pool's check of a connection before it is lent: raises if the connection is dead.
+
+    An idle connection to a live server has nothing to read. One whose server died, was
+    fenced or shut down has: the end of the stream, or the server's last FATAL message. Only
+    then is a round trip worth its cost (psycopg_pool's own check sends an empty query on
+    every checkout, a round trip per request); a dead connection fails it and the pool takes
+    or makes another."""
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
 def make_pool(settings: ApiSettings) -> ConnectionPool:
     """A closed pool; call `.open(wait=False)` so a down database does not block startup."""
     timeout_ms = settings.db_statement_timeout_ms
@@ -62,7 +78,7 @@ def make_pool(settings: ApiSettings) -> ConnectionPool:
         timeout=settings.db_pool_timeout_s,
         kwargs={"autocommit": True},
         configure=configure,
-        check=ConnectionPool.check_connection,
+        check=check_connection,
         name=f"{settings.name}-db",
         open=False,
     )
