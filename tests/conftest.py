@@ -37,3 +37,20 @@ def before_lab(runs_root: Path, model_dir: Path):
     lab = Lab("before", runs_root / "shared-before", model_dir=model_dir)
     with lab:
         yield lab
+
+
+class _UnpickleMarker:
+    """Unpickling this creates a file: proof that a pickle was loaded."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.fixture
+def unpickle_marker(tmp_path: Path):
+    """(an object whose unpickling creates a file, that file's path)."""
+    marker = tmp_path / "unpickled.marker"
+    return _UnpickleMarker(marker), marker

@@ -29,16 +29,6 @@ from stack.model.trees import NotExportable, TreeEnsemble, probe_rows
 TOLERANCE = 1e-9
 
 
-class _Marker:
-    """Unpickling this creates a file: proof that a pickle was loaded."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.path),))
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The project's model, trained as `make setup` trains it (default sizes, seed 7)."""
@@ -219,14 +209,15 @@ def test_a_missing_trees_file_is_refused(model_dir):
         load_verified(model_dir, "v1")
 
 
-def test_a_registered_trees_file_with_a_pickle_inside_is_never_unpickled(model_dir, tmp_path):
+def test_a_registered_trees_file_with_a_pickle_inside_is_never_unpickled(model_dir,
+                                                                         unpickle_marker):
     """Even with a matching sha256, the trees file is read with allow_pickle=False."""
-    marker = tmp_path / "unpickled.marker"
+    payload, marker = unpickle_marker
     path = model_dir / "fraud-v1.trees.npz"
     buf = io.BytesIO()
     with np.load(path, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data}
-    arrays["value"] = np.array([_Marker(str(marker))] * len(arrays["value"]), dtype=object)
+    arrays["value"] = np.array([payload] * len(arrays["value"]), dtype=object)
     np.savez(buf, **arrays)
     path.write_bytes(buf.getvalue())
     manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -14,16 +14,6 @@ from stack.model.train import train
 from stack.smoke import BAD_MODELS, holdout_set, make_bad_model, smoke_test
 
 
-class _Marker:
-    """Unpickling this creates a file: proof that a pickle was loaded."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (Path.touch, (Path(self.path),))
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     src = tmp_path_factory.mktemp("models")
@@ -88,29 +78,31 @@ def test_unknown_bad_kind_names_the_known_ones(model_dir):
         make_bad_model(model_dir, "oops")
 
 
-def test_tampered_file_is_refused_without_unpickling(model_dir, tmp_path):
-    marker = tmp_path / "unpickled.marker"
+def test_tampered_file_is_refused_without_unpickling(model_dir, unpickle_marker):
+    payload, marker = unpickle_marker
     register_candidate(model_dir, model_dir / "fraud-v2.joblib", "v3", {"roc_auc": 0.8})
     (model_dir / get_entry(model_dir, "v3").file).write_bytes(
-        pickle.dumps(_Marker(str(marker))))
+        pickle.dumps(payload))
     report = smoke_test(model_dir, "v3", "v1")
     assert _failed(report).keys() == {"integrity"} and len(report.checks) == 1
     assert not marker.exists()
 
 
-def test_file_without_a_manifest_entry_is_refused_without_unpickling(model_dir, tmp_path):
-    marker = tmp_path / "unpickled.marker"
-    (model_dir / "fraud-v3.joblib").write_bytes(pickle.dumps(_Marker(str(marker))))
+def test_file_without_a_manifest_entry_is_refused_without_unpickling(model_dir,
+                                                                     unpickle_marker):
+    payload, marker = unpickle_marker
+    (model_dir / "fraud-v3.joblib").write_bytes(pickle.dumps(payload))
     report = smoke_test(model_dir, "v3", "v1")
     assert "'v3' is not in" in _failed(report)["integrity"]
     assert not marker.exists()
 
 
-def test_a_correctly_registered_marker_is_the_only_way_to_unpickle(model_dir, tmp_path):
+def test_a_correctly_registered_marker_is_the_only_way_to_unpickle(model_dir, tmp_path,
+                                                                   unpickle_marker):
     """Control for the two tests above: the marker does fire once it is registered."""
-    marker = tmp_path / "unpickled.marker"
+    payload, marker = unpickle_marker
     src = tmp_path / "marker.pkl"
-    src.write_bytes(pickle.dumps(_Marker(str(marker))))
+    src.write_bytes(pickle.dumps(payload))
     register_candidate(model_dir, src, "v3", {})
     report = smoke_test(model_dir, "v3", "v1")
     assert marker.exists() and "load" in _failed(report)
