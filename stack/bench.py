@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import analysis
-from .lab import Lab
-from .traffic import Traffic, Transactions
+from stack.analysis import records as analysis
+from stack.lab.lab import Lab
+from stack.lab.traffic import Traffic, Transactions
 
 
 def measure_floor(lab: Lab, n: int = 500, seed: int = 1) -> list[float]:
     """Seconds per request for: SELECT the customer's features, build them, model.predict."""
-    from .model import build_features, load_verified
+    from stack.model import build_features, load_verified
 
     model = load_verified(lab.apis[0].settings["model_dir"])
     txns = Transactions(n_customers=lab.topology.postgres.n_customers, seed=seed)

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ConfigError, StackError
-from .lab import Lab, component_status, down_run, live_runs, read_state, runs_root
+from stack.errors import ConfigError, StackError
+from stack.lab.lab import Lab, component_status, down_run, live_runs, read_state, runs_root
 
 
 def _runs(args: argparse.Namespace) -> list[Path]:
@@ -61,7 +61,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from . import faults
+    from stack.lab import faults
 
     if args.list or not args.name:
         for name, summary in faults.describe():
@@ -100,9 +100,9 @@ def _params(pairs: list[str]) -> dict[str, object]:
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
-    from . import faults
-    from .runner import run_scenario
-    from .scenario import load_scenario
+    from stack.lab import faults
+    from stack.lab.runner import run_scenario
+    from stack.scenario import load_scenario
 
     scenario = load_scenario(args.file, known_faults=faults.names())
     if args.time_scale != 1.0:
@@ -125,7 +125,7 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from . import doctor
+    from stack import doctor
 
     checks = doctor.run(smoke=not args.no_smoke)
     for check in checks:
@@ -141,14 +141,14 @@ def _print_report(report) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .deploy import deploy
+    from stack.deploy.rollout import deploy
 
     return _print_report(deploy(Lab.attach(args.run_dir), args.version, smoke_kw={
         "max_auc_drop": args.max_auc_drop, "latency_budget_ms": args.latency_budget_ms}))
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .deploy import rollback
+    from stack.deploy.rollout import rollback
 
     return _print_report(rollback(Lab.attach(args.run_dir)))
 
@@ -156,7 +156,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     lab = Lab.attach(args.run_dir)
     if args.rolling:
-        from .deploy import rolling_restart
+        from stack.deploy.rollout import rolling_restart
 
         return _print_report(rolling_restart(lab))
     print(f"{args.component} ready in {lab.restart(args.component):.1f} s "
@@ -165,7 +165,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .check import main as check_main
+    from stack.check import main as check_main
 
     return check_main([args.week, *args.tasks] + (["--solutions"] if args.solutions else []))
 

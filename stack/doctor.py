@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import binaries, ports
-from .errors import StackError
+from stack.runtime import binaries, ports
+from stack.errors import StackError
 
 
 @dataclass
@@ -77,7 +77,7 @@ def check_ports(n: int = 20) -> Check:
 def check_postgres_user() -> Check:
     if os.geteuid() != 0:
         return Check("postgres user", True, "not root: Postgres runs as you")
-    from .postgres import os_user
+    from stack.components.postgres import os_user
 
     try:
         return Check("postgres user", True, f"root: Postgres runs as '{os_user()}'")
@@ -87,8 +87,8 @@ def check_postgres_user() -> Check:
 
 def check_smoke_lab(seconds: float = 10.0) -> Check:
     """Start the BEFORE lab, score requests for a few seconds, tear it down."""
-    from .lab import Lab
-    from .traffic import Traffic
+    from stack.lab.lab import Lab
+    from stack.lab.traffic import Traffic
 
     t0 = time.monotonic()
     try:
@@ -107,7 +107,7 @@ def check_smoke_lab(seconds: float = 10.0) -> Check:
 
 
 def run(smoke: bool = True) -> list[Check]:
-    from .lab import runs_root
+    from stack.lab.lab import runs_root
 
     checks = check_programs()
     checks += [check_memory(), check_disk(runs_root()), check_ports(), check_postgres_user()]

@@ -11,7 +11,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError, UnknownName
+from stack.errors import ConfigError, UnknownName
 
 
 class _Spec(BaseModel):

@@ -24,7 +24,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's trained model (`make setup` trains it; trained here if missing)."""
-    from stack.lab import ensure_model
+    from stack.lab.lab import ensure_model
 
     return ensure_model()
 
@@ -32,7 +32,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def before_lab(runs_root: Path, model_dir: Path):
     """One BEFORE lab shared by the read-only integration tests."""
-    from stack.lab import Lab
+    from stack.lab.lab import Lab
 
     lab = Lab("before", runs_root / "shared-before", model_dir=model_dir)
     with lab:

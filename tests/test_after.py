@@ -7,8 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack import experiments, failover
-from stack.lab import Lab, read_state
+from stack.course import week2 as experiments
+
+from stack.components import failover
+from stack.lab.lab import Lab, read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

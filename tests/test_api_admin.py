@@ -4,7 +4,7 @@ import warnings
 import pytest
 
 from stack.api import ApiSettings, create_app
-from stack.api.faults import LEAKED
+from stack.api.knobs import LEAKED
 from stack.model.train import train
 
 with warnings.catch_warnings():

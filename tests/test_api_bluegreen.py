@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stack.api import ApiSettings, create_app
 from stack.model.registry import load_verified, set_deployed
 from stack.model.train import train
-from stack.smoke import make_bad_model
+from stack.deploy.gate import make_bad_model
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

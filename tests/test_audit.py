@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import audit
+from stack.course import audit
 from stack.errors import StackError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

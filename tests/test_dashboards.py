@@ -6,13 +6,13 @@ import json
 import matplotlib
 import pandas as pd
 
-from stack.dashboards import dashboards_dir, figure, grafana_dashboard, panels, render_grafana
+from stack.analysis.dashboards import dashboards_dir, figure, grafana_dashboard, panels, render_grafana
 
 matplotlib.use("Agg")
 
 
 def test_checked_in_grafana_json_is_in_sync():
-    """Regenerate with `python -m stack.dashboards` when this fails."""
+    """Regenerate with `python -m stack.analysis.dashboards` when this fails."""
     assert (dashboards_dir() / "uptime.json").read_text() == render_grafana()
 
 

@@ -9,14 +9,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stack import deploy as deploy_mod
-from stack.analysis import load_records
-from stack.deploy import deploy, rolling_restart, rollback
-from stack.lab import Lab
+from stack.deploy import rollout as deploy_mod
+from stack.analysis.records import load_records
+from stack.deploy.rollout import deploy, rolling_restart, rollback
+from stack.lab.lab import Lab
 from stack.model.registry import deployed_record, deployed_version
 from stack.model.train import train
-from stack.smoke import make_bad_model
-from stack.traffic import Traffic
+from stack.deploy.gate import make_bad_model
+from stack.lab.traffic import Traffic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

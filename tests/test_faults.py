@@ -9,9 +9,9 @@ import httpx
 import psycopg
 import pytest
 
-from stack import faults
+from stack.lab import faults
 from stack.errors import ConfigError, UnknownName
-from stack.lab import Lab
+from stack.lab.lab import Lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

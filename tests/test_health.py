@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from stack.health import ACTIONS, classify, state
-from stack.prometheus import Sample
-from stack.slo import SloSettings
+from stack.analysis.health import ACTIONS, classify, state
+from stack.components.prometheus import Sample
+from stack.analysis.slo import SloSettings
 
 UP = {"api1": 1.0, "api2": 1.0}
 CLEAN = {"5m": 0.0, "30m": 0.0, "1h": 0.0, "6h": 0.0}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from stack.analysis import records_frame
-from stack.incident import Thresholds, incident_events, incident_timeline, query_signals
+from stack.analysis.records import records_frame
+from stack.analysis.incident import Thresholds, incident_events, incident_timeline, query_signals
 
 T0 = 1_700_000_000.0
 

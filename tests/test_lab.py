@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack import ports
-from stack.lab import Lab, read_state
+from stack.runtime import ports
+from stack.lab.lab import Lab, read_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -19,7 +19,7 @@ TXN = {"customer_id": 42, "amount": 120.5, "merchant_category": "electronics", "
 
 
 def _lab_processes_gone(state: dict) -> bool:
-    from stack.processes import ProcessRecord
+    from stack.runtime.processes import ProcessRecord
 
     return not any(ProcessRecord(**c["process"]).group_alive()
                    for c in state["components"].values() if c.get("process"))
@@ -119,7 +119,7 @@ def test_two_labs_side_by_side_then_down_leaves_nothing(runs_root: Path, model_d
 
 def test_stackctl_down_after_creator_was_sigkilled(runs_root: Path, model_dir: Path):
     run_dir = runs_root / "orphaned"
-    code = ("import sys, time; from stack.lab import Lab; "
+    code = ("import sys, time; from stack.lab.lab import Lab; "
             f"Lab('before', {str(run_dir)!r}, model_dir={str(model_dir)!r}).up(); "
             "print('UP', flush=True); time.sleep(120)")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
@@ -145,7 +145,7 @@ def _kill_creator_then_down(creator: subprocess.Popen, run_dir: Path) -> None:
         if creator.poll() is None:
             creator.kill()
         if (run_dir / "lab.json").exists():
-            from stack.lab import down_run
+            from stack.lab.lab import down_run
             down_run(run_dir)
 
 
@@ -154,7 +154,7 @@ def test_failed_start_names_component_and_cleans_up(runs_root: Path, model_dir: 
     """A replica that cannot load its settings fails fast; the error shows its log."""
     from stack.errors import ComponentFailed
 
-    monkeypatch.setattr("stack.apiserver.sys.executable", "/bin/false")
+    monkeypatch.setattr("stack.components.apiserver.sys.executable", "/bin/false")
     lab = Lab("before", runs_root / "broken", model_dir=model_dir)
     with pytest.raises(ComponentFailed, match=r"api1 failed: exited with code 1"):
         lab.up()

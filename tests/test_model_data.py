@@ -7,7 +7,7 @@ import numpy as np
 from stack.model.data import COUNTRIES, generate_customers, generate_transactions
 from stack.model.features import MERCHANT_CATEGORIES
 
-SCHEMA = Path(__file__).resolve().parents[1] / "stack" / "schema.sql"
+SCHEMA = Path(__file__).resolve().parents[1] / "stack" / "components" / "schema.sql"
 
 
 def _table_columns(table: str) -> list[str]:

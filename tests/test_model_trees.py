@@ -148,7 +148,7 @@ def test_from_sklearn_refuses_what_it_cannot_reproduce(sklearn_model):
 
 def test_a_model_that_is_not_exported_is_served_by_unpickling(tmp_path, rows):
     """Older manifests and the course's wrapper models have no trees file: joblib loads them."""
-    from stack.smoke import ConstantModel
+    from stack.deploy.gate import ConstantModel
 
     entry = save_model(tmp_path, "c1", ConstantModel(0.25), {}, seed=0)
     assert entry.trees_file is None and "trees_file" not in read_manifest(tmp_path)["models"]["c1"]

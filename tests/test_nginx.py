@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from stack import ports
+from stack.runtime import ports
 from stack.errors import ComponentFailed, UnknownName
-from stack.nginx import NginxServer, check_config, render_config, worker_user
+from stack.components.nginx import NginxServer, check_config, render_config, worker_user
 from stack.topology import NginxSpec
 
 BACKENDS = [("api1", 18001), ("api2", 18002)]
@@ -420,7 +420,7 @@ def test_reload_keeps_an_in_flight_request(make_nginx, backends):
 def test_a_rejected_config_leaves_the_running_one(make_nginx, backends, monkeypatch):
     nginx = make_nginx("tuned")
     before = nginx.conf_path.read_text()
-    monkeypatch.setattr("stack.nginx.render_config", lambda *a, **kw: "http { nonsense; }\n")
+    monkeypatch.setattr("stack.components.nginx.render_config", lambda *a, **kw: "http { nonsense; }\n")
     with pytest.raises(ComponentFailed, match="nginx -t rejected"):
         nginx.reload()
     assert nginx.conf_path.read_text() == before
@@ -430,7 +430,7 @@ def test_a_rejected_config_leaves_the_running_one(make_nginx, backends, monkeypa
 
 @pytest.mark.integration
 def test_stop_leaves_no_process_and_closes_the_ports(make_nginx, backends):
-    from stack.processes import _group_members
+    from stack.runtime.processes import _group_members
 
     nginx = make_nginx("tuned", workers=2)
     record = nginx.proc.record

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.course import notebooks
+from stack.course.run import notebooks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,8 +10,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from stack.analysis import records_frame  # noqa: E402
-from stack.plots import availability_bars, compare_timelines, timeline_figure  # noqa: E402
+from stack.analysis.records import records_frame  # noqa: E402
+from stack.analysis.plots import availability_bars, compare_timelines, timeline_figure  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stack.errors import ComponentFailed
-from stack.processes import ManagedProcess, ProcessRecord
+from stack.runtime.processes import ManagedProcess, ProcessRecord
 
 
 def _sleeper(tmp_path: Path, name: str = "sleeper", code: str = "import time; time.sleep(60)"):

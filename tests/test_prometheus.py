@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack import ports
-from stack.prometheus import PrometheusClient, PrometheusServer, QueryError, render_config
+from stack.runtime import ports
+from stack.components.prometheus import PrometheusClient, PrometheusServer, QueryError, render_config
 from stack.topology import AFTER, PrometheusSpec, parse_topology
 
 TARGETS = {
@@ -64,7 +64,7 @@ def test_topology_field_is_optional_and_validated():
 
 
 def test_promtool_accepts_the_rendered_config(tmp_path: Path):
-    from stack.slo import write_rules
+    from stack.analysis.slo import write_rules
 
     rules = write_rules(tmp_path / "slo.rules.yml")
     prom = PrometheusServer("prometheus", tmp_path, 9090, PrometheusSpec(), TARGETS, [rules],

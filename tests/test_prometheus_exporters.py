@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack import ports
-from stack.alerting import WebhookReceiver, read_notifications
-from stack.exporters import NginxExporter, PostgresExporter, RedisExporter
-from stack.probe_exporter import ProbeExporter, render_metrics
+from stack.runtime import ports
+from stack.components.alerting import WebhookReceiver, read_notifications
+from stack.components.exporters import NginxExporter, PostgresExporter, RedisExporter
+from stack.components.probe_exporter import ProbeExporter, render_metrics
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_webhook_receiver_records_notifications(tmp_path: Path, started: list):
 
 @pytest.mark.integration
 def test_redis_exporter(tmp_path: Path, started: list):
-    from stack.redis_server import RedisServer
+    from stack.components.redis_server import RedisServer
     from stack.topology import RedisSpec
 
     redis = _start(started, RedisServer("redis", tmp_path, ports.free_port(), RedisSpec()))
@@ -82,7 +82,7 @@ def test_redis_exporter(tmp_path: Path, started: list):
 
 @pytest.mark.integration
 def test_nginx_exporter(tmp_path: Path, started: list):
-    from stack.nginx import NginxServer
+    from stack.components.nginx import NginxServer
     from stack.topology import NginxSpec
 
     tmp_path.chmod(0o755)
@@ -98,7 +98,7 @@ def test_nginx_exporter(tmp_path: Path, started: list):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_postgres_exporter(runs_root: Path, started: list):
-    from stack.postgres import API_ROLE, BATCH_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
+    from stack.components.postgres import API_ROLE, BATCH_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
 
     run_dir = runs_root / f"pg-exporter-{os.getpid()}"
     run_dir.mkdir(mode=0o755)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from stack import ports
-from stack.alerting import Alertmanager, WebhookReceiver, read_notifications
-from stack.health import state
-from stack.probe_exporter import ProbeExporter
-from stack.prometheus import PrometheusServer
-from stack.slo import SloSettings, write_rules
+from stack.runtime import ports
+from stack.components.alerting import Alertmanager, WebhookReceiver, read_notifications
+from stack.analysis.health import state
+from stack.components.probe_exporter import ProbeExporter
+from stack.components.prometheus import PrometheusServer
+from stack.analysis.slo import SloSettings, write_rules
 from stack.topology import PrometheusSpec
 
 RATE = 50.0  # requests per second the fake API "serves"

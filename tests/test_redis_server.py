@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stack import ports
+from stack.runtime import ports
 from stack.errors import ComponentFailed
-from stack.redis_server import RedisServer, render_config
+from stack.components.redis_server import RedisServer, render_config
 from stack.topology import RedisSpec
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from stack.results import ActionRun, incident_facts
+from stack.course.week4 import ActionRun, incident_facts
 
 
 def _run(statuses: list[tuple[int, str]], lag_s: float = 0.001) -> ActionRun:

@@ -1,6 +1,6 @@
 """promtool checks the rule files and runs the unit tests that prove when each alert fires.
 
-The unit tests (rules/tests/*.yml) are rendered by stack.slo and checked in; promtool exits
+The unit tests (rules/tests/*.yml) are rendered by stack.analysis.slo and checked in; promtool exits
 non-zero when an alert fires where it should not or stays quiet where it should fire, and so
 does this test. A mutation check shows the tests would catch a broken rule.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack import binaries
-from stack.slo import BurnAlert, SloSettings, render_promtool_tests, render_rules, rules_dir
+from stack.runtime import binaries
+from stack.analysis.slo import BurnAlert, SloSettings, render_promtool_tests, render_rules, rules_dir
 
 RULES = rules_dir()
 

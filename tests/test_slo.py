@@ -5,12 +5,12 @@ import pytest
 import yaml
 
 from stack.errors import ConfigError
-from stack.slo import (SloSettings, prom_duration, render_promtool_tests, render_rules,
+from stack.analysis.slo import (SloSettings, prom_duration, render_promtool_tests, render_rules,
                        rules_dir)
 
 
 def test_checked_in_files_match_the_rendering():
-    """Regenerate with `python -m stack.slo` when this fails."""
+    """Regenerate with `python -m stack.analysis.slo` when this fails."""
     assert (rules_dir() / "slo.rules.yml").read_text() == render_rules()
     assert (rules_dir() / "tests" / "slo_test.yml").read_text() == render_promtool_tests()
 

@@ -11,7 +11,7 @@ import pytest
 from stack.errors import UnknownName
 from stack.model.registry import get_entry, register_candidate
 from stack.model.train import train
-from stack.smoke import BAD_MODELS, holdout_set, make_bad_model, smoke_test
+from stack.deploy.gate import BAD_MODELS, holdout_set, make_bad_model, smoke_test
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from stack.errors import ConfigError, StackError
-from stack.traffic import RECORD_FIELDS, Traffic, TrafficResult, run_traffic
+from stack.lab.traffic import RECORD_FIELDS, Traffic, TrafficResult, run_traffic
 
 
 class FakeAPI(ThreadingHTTPServer):

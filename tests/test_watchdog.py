@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from stack.processes import _group_members
-from stack.watchdog import _rss_mb, _State, group_rss_mb
+from stack.runtime.processes import _group_members
+from stack.components.watchdog import _rss_mb, _State, group_rss_mb
 
 # A group leader that starts a child holding 60 MB, then both wait.
 _LEADER = ("import subprocess, sys, time; "

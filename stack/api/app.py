@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from stack.api import db
 from stack.api.cache import REPORT_INTERVAL_S, CustomerCache, make_redis
-from stack.api.faults import FaultState
+from stack.api.knobs import FaultState
 from stack.api.handlers import install_handlers
 from stack.api.metrics import ApiMetrics
 from stack.api.middleware import (

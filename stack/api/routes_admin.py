@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from stack.api.faults import leaked_mb
+from stack.api.knobs import leaked_mb
 from stack.api.schemas import Faults, ModelVersion, ReloadRequest
 from stack.api.state import ApiError, SlotError, get_state
 from stack.errors import ModelRejected

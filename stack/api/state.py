@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 from stack.api.cache import CustomerCache
-from stack.api.faults import FaultState
+from stack.api.knobs import FaultState
 from stack.api.metrics import ApiMetrics
 from stack.api.sentry import Reporter
 from stack.api.settings import ApiSettings

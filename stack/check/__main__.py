@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from stack.check import main
 
 sys.exit(main())

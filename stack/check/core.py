@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
-from ..errors import StackError, UnknownName
+from stack.errors import StackError, UnknownName
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _default_exercises_dir() -> Path:
-    from ..lab import project_root
+    from stack.lab.lab import project_root
 
     root = project_root()
     return root / "exercises" if root and not Path("exercises").is_dir() else Path("exercises")

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import ConfigError
-from .core import ExerciseFailed, task, _mapping
+from stack.errors import ConfigError
+from stack.check.core import ExerciseFailed, task, _mapping
 
 # The incident in exercises/week1/diagnose/evidence.md: api1 frozen (SIGSTOP) for 4 s. What it
 # looked like from outside, measured with _replay on a BEFORE lab:
@@ -57,9 +57,9 @@ def _replay(lab: Any, fault: str, target: str, params: dict[str, Any], *, at: fl
             hold: float = 4.0, duration: float = 8.0, rate: float = 20.0) -> dict[str, Any]:
     """One fault under traffic on a BEFORE lab; what users saw, and whether the process
     answered /healthz while the fault was in force."""
-    from ..report import _wall_offset, fault_damage
-    from ..runner import run_scenario
-    from ..scenario import Scenario
+    from stack.course.week1 import _wall_offset, fault_damage
+    from stack.lab.runner import run_scenario
+    from stack.scenario import Scenario
 
     scenario = Scenario.model_validate({
         "name": f"replay-{fault}", "duration_s": duration, "on_call_response_s": hold,
@@ -89,8 +89,8 @@ def _describe(sig: dict[str, Any]) -> str:
 
 @task("week1", "diagnose", ("diagnose.yaml",))
 def check_diagnose(folder: Path) -> str:
-    from .. import faults
-    from ..lab import Lab
+    from stack.lab import faults
+    from stack.lab.lab import Lab
 
     data = _mapping(folder / "diagnose.yaml")
     unknown = set(data) - {"fault", "target", "params"}
@@ -134,11 +134,11 @@ SCENARIO_MAX_RATE = 40.0
 
 @task("week1", "scenario", ("scenario.yaml",))
 def check_scenario(folder: Path) -> str:
-    from .. import faults
-    from ..lab import Lab
-    from ..report import fault_damage
-    from ..runner import run_scenario
-    from ..scenario import load_scenario
+    from stack.lab import faults
+    from stack.lab.lab import Lab
+    from stack.course.week1 import fault_damage
+    from stack.lab.runner import run_scenario
+    from stack.scenario import load_scenario
 
     path = folder / "scenario.yaml"
     try:

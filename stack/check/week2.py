@@ -5,8 +5,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
-from .core import (CLIENT_TIMEOUT_S, ExerciseFailed, _call, _function, _mapping, _module, _raised,
+from stack.errors import ConfigError
+from stack.check.core import (CLIENT_TIMEOUT_S, ExerciseFailed, _call, _function, _mapping, _module, _raised,
                    task)
 
 NGINX_KEYS = ("connect_timeout_s", "send_timeout_s", "read_timeout_s", "max_fails",
@@ -19,8 +19,8 @@ def _hang_under_traffic(lab: Any, target: str, *, at: float, hold: float, durati
                         rate: float, name: str) -> Any:
     """SIGSTOP `target` from `at` to `at + hold` under POST /predict traffic with an
     Idempotency-Key per request; the load records."""
-    from ..analysis import load_records
-    from ..traffic import Traffic
+    from stack.analysis.records import load_records
+    from stack.lab.traffic import Traffic
 
     proc = lab.component(target).proc
     try:
@@ -42,9 +42,9 @@ def _hang_under_traffic(lab: Any, target: str, *, at: float, hold: float, durati
 
 @task("week2", "nginx", ("nginx.yaml",))
 def check_nginx(folder: Path) -> str:
-    from ..analysis import latency_percentiles
-    from ..lab import Lab
-    from ..topology import AFTER
+    from stack.analysis.records import latency_percentiles
+    from stack.lab.lab import Lab
+    from stack.topology import AFTER
 
     data = _mapping(folder / "nginx.yaml")
     unknown = sorted(set(data) - set(NGINX_KEYS))
@@ -145,9 +145,9 @@ def _readiness_case(func: Callable, label: str, model: Any, ping: Callable,
 def check_readiness(folder: Path) -> str:
     import psycopg
 
-    from .. import faults
-    from ..lab import Lab
-    from ..postgres import API_ROLE
+    from stack.lab import faults
+    from stack.lab.lab import Lab
+    from stack.components.postgres import API_ROLE
 
     path = folder / "readiness.py"
     func = _function(_module(path), "readiness", path)

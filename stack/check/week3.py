@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .core import ExerciseFailed, task, _yaml, _mapping
+from stack.check.core import ExerciseFailed, task, _yaml, _mapping
 
 ALERT_NAME = "SLOErrorBudgetBurnFast"
 # Hidden promtool cases, at the lab's scale (60 real seconds stand for one playbook hour, so
@@ -22,7 +22,7 @@ CLEAN_S = 70
 def _series_values(segments: list[tuple[float, int]], rps: float) -> tuple[str, str]:
     """promtool values of the 200 and 500 counters, sampled each second, for segments of
     (error share, seconds)."""
-    from ..slo import _series
+    from stack.analysis.slo import _series
 
     ok = [(round(rps * (1 - share), 9), n) for share, n in segments]
     err = [(round(rps * share, 9), n) for share, n in segments]
@@ -70,7 +70,7 @@ HIDDEN_ALERT_CASES = [
 
 
 def _promtool(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    from .. import binaries
+    from stack.runtime import binaries
 
     return subprocess.run([binaries.find("promtool"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -157,7 +157,7 @@ ROUTING_ALERTS = {
 
 
 def _amtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    from .. import binaries
+    from stack.runtime import binaries
 
     return subprocess.run([binaries.find("amtool"), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -166,9 +166,9 @@ def _amtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def _live_alerts(config_text: str, alerts: dict[str, dict[str, str]]) -> dict[str, dict]:
     """Start the real Alertmanager with this config, send the alerts, and return each one's
     receivers and state ('active' or 'suppressed') as Alertmanager reports them."""
-    from .. import ports
-    from ..alerting import Alertmanager
-    from ..lab import runs_root
+    from stack.runtime import ports
+    from stack.components.alerting import Alertmanager
+    from stack.lab.lab import runs_root
 
     class LearnerAlertmanager(Alertmanager):
         def render(self) -> str:

@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .core import CLIENT_TIMEOUT_S, ExerciseFailed, task, _module, _function, _call, _raised
+from stack.check.core import CLIENT_TIMEOUT_S, ExerciseFailed, task, _module, _function, _call, _raised
 
 SMOKE_BAD = ("tampered", "constant", "nan_scores", "shuffled_labels")
 SMOKE_DEADLINE_S = 60.0
@@ -18,9 +18,9 @@ def _smoke_models() -> Path:
     another seed) and the course's bad models; built once per process, copied per check."""
     import atexit
 
-    from ..lab import ensure_model
-    from ..model.train import train
-    from ..smoke import make_bad_model
+    from stack.lab.lab import ensure_model
+    from stack.model.train import train
+    from stack.deploy.gate import make_bad_model
 
     if "dir" not in _smoke_cache:
         root = Path(tempfile.mkdtemp(prefix="exercise-models-"))
@@ -36,7 +36,7 @@ def _smoke_models() -> Path:
 
 @task("week4", "smoke", ("smoke.py",))
 def check_smoke(folder: Path) -> str:
-    from ..smoke import BAD_MODELS
+    from stack.deploy.gate import BAD_MODELS
 
     path = folder / "smoke.py"
     func = _function(_module(path), "smoke_test", path)
@@ -74,7 +74,7 @@ def check_smoke(folder: Path) -> str:
 _SMOKE_HINTS = {
     "tampered": "check the file's sha256 against the manifest before unpickling it "
                 "(stack.model.registry.load_verified does) and report the failure",
-    "constant": "score the held-out set (stack.smoke.holdout_set()) and reject scores that "
+    "constant": "score the held-out set (stack.deploy.gate.holdout_set()) and reject scores that "
                 "are all the same",
     "nan_scores": "score the whole held-out set and reject any score that is not finite",
     "shuffled_labels": "compare ROC AUC on the held-out set with the active model's and "
@@ -86,9 +86,9 @@ ROLLOUT_DEADLINE_S = 40.0
 
 @task("week4", "rollout", ("rollout.py",))
 def check_rollout(folder: Path) -> str:
-    from ..analysis import load_records
-    from ..lab import Lab
-    from ..traffic import Traffic
+    from stack.analysis.records import load_records
+    from stack.lab.lab import Lab
+    from stack.lab.traffic import Traffic
 
     path = folder / "rollout.py"
     func = _function(_module(path), "restart_replicas", path)

@@ -370,7 +370,7 @@ def _smoke_test(model: LoadedModel) -> None:
 
 
 # -- candidates and the deployed pointer (week 4) ------------------------------------------------
-DEPLOYED = "deployed"  # manifest key: {"version", "previous", "at"}, written by stack.deploy
+DEPLOYED = "deployed"  # manifest key: {"version", "previous", "at"}, written by stack.deploy.rollout
 
 
 def register_candidate(model_dir: str | os.PathLike[str], src_file: str | os.PathLike[str],
@@ -381,7 +381,7 @@ def register_candidate(model_dir: str | os.PathLike[str], src_file: str | os.Pat
     (a pickle only: no trees file, so replicas load it with joblib).
 
     The file is hashed as it is copied, never unpickled: registering is bookkeeping, the smoke
-    tests (stack.smoke) decide whether it may serve. A registered version is immutable unless
+    tests (stack.deploy.gate) decide whether it may serve. A registered version is immutable unless
     `replace=True`, so a deploy can never pick up different bytes under a name it tested.
     """
     if not _SAFE_VERSION_RE.match(version):

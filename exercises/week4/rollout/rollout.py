@@ -5,7 +5,7 @@ The checker starts an AFTER lab (nginx in front of api1 and api2), sends 30 POST
 second with an Idempotency-Key each, calls `restart_replicas(lab)`, and counts failed requests.
 This first version is what a deploy script usually does: stop the service, start it again.
 
-What you can use (stack/lab.py, stack/apiserver.py, stack/nginx.py):
+What you can use (stack/lab/lab.py, stack/components/apiserver.py, stack/components/nginx.py):
 - lab.apis: the replicas; api.name, api.stop(), api.start(), api.wait_ready(), api.ready()
 - lab.restart(name): stop one component, start it, and wait until it is ready
 - lab.component("nginx").set_backends_down({"api1"}): reload nginx with api1 out of the

@@ -9,7 +9,7 @@ Make it accept the good one and reject all four, without raising.
 
 Useful: stack.model.registry.load_verified(model_dir, version) checks the file's sha256
 against the manifest before unpickling it and raises ModelRejected; LoadedModel.predict_score(X)
-gives fraud probabilities; stack.smoke.holdout_set() gives (X, y), a held-out set no model
+gives fraud probabilities; stack.deploy.gate.holdout_set() gives (X, y), a held-out set no model
 has seen; sklearn.metrics.roc_auc_score(y, scores).
 
 Run the checker: `python -m stack.check week4 smoke`

@@ -2,7 +2,7 @@
 
 One replica at a time, and only while another one serves: take it out of nginx, let it finish
 what it has, restart it, wait until it is ready, and only then move on. The project's version,
-with a deadline on each step and a report, is stack.deploy.rolling_restart.
+with a deadline on each step and a report, is stack.deploy.rollout.rolling_restart.
 
 Run the checker: `python -m stack.check week4 rollout --solutions`
 """

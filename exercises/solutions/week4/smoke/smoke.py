@@ -3,7 +3,7 @@
 Each check answers one way a model breaks in production, cheapest first: the file (was it
 changed after it was registered?), the outputs (numbers a caller can use?), the quality
 (as good as what serves now, within a margin?). The project's full version, with features
-and latency too, is stack/smoke.py.
+and latency too, is stack/deploy/gate.py.
 
 Run the checker: `python -m stack.check week4 smoke --solutions`
 """
@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from stack.errors import ModelRejected
 from stack.model.registry import load_verified
-from stack.smoke import holdout_set
+from stack.deploy.gate import holdout_set
 
 MAX_AUC_DROP = 0.02  # a retrained model is never exactly as good; a broken one is far worse
 MIN_AUC = 0.70       # the floor when nothing serves yet

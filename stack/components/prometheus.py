@@ -1,0 +1,268 @@
+"""Prometheus: scrapes the replicas, nginx, the databases' exporters and the uptime probe, and
+evaluates the SLO rules; plus a small query client that returns lists and data frames.
+
+prometheus.yml is rendered from the topology's PrometheusSpec: one job per target group
+(``api``, ``nginx``, ``postgres``, ``redis``, ``probe``), every target on loopback, the API's
+targets labelled with their replica's name. The TSDB lives in the component's folder.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import httpx
+import pandas as pd
+import yaml
+
+from stack.runtime import binaries, ports
+from stack.errors import ComponentFailed, StackError
+from stack.runtime.processes import ManagedProcess
+from stack.analysis.slo import prom_duration
+from stack.topology import PrometheusSpec
+
+log = logging.getLogger(__name__)
+
+JOBS = ("api", "nginx", "postgres", "redis", "probe")
+
+
+class QueryError(StackError):
+    """Prometheus could not be reached or rejected a query; the message has its own words."""
+
+    def __init__(self, expr: str, reason: str, url: str = ""):
+        where = f" at {url}" if url else ""
+        super().__init__(f"query {expr!r} failed{where}: {reason}")
+        self.expr, self.reason, self.url = expr, reason, url
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector."""
+
+    labels: dict[str, str]
+    value: float
+    t: float
+
+
+def _target_host(target: str) -> str:
+    """The replica name a target stands for: 'api1=127.0.0.1:8001' -> ('api1', addr)."""
+    return target.split("=", 1)[0] if "=" in target else ""
+
+
+def render_config(spec: PrometheusSpec, scrape_targets: Mapping[str, Sequence[str]],
+                  rule_files: Sequence[Path] = (), alertmanager_url: str | None = None) -> str:
+    """prometheus.yml (a pure function of its arguments).
+
+    `scrape_targets` maps a job to its "127.0.0.1:PORT" targets. An ``api`` target may be
+    written "NAME=127.0.0.1:PORT" to give it the label replica="NAME" (else api1, api2, ...).
+    """
+    interval = prom_duration(spec.scrape_interval_s)
+    cfg: dict = {
+        "global": {"scrape_interval": interval,
+                   "scrape_timeout": interval,
+                   "evaluation_interval": prom_duration(spec.evaluation_interval_s)},
+        "rule_files": [str(Path(p)) for p in rule_files],
+        "scrape_configs": [],
+    }
+    if alertmanager_url:
+        hostport = alertmanager_url.split("://", 1)[-1].rstrip("/")
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [hostport]}]}]}
+    for job, targets in scrape_targets.items():
+        if not targets:
+            continue
+        if job == "api":
+            static = []
+            for i, t in enumerate(targets, 1):
+                name = _target_host(t) or f"api{i}"
+                static.append({"targets": [t.split("=", 1)[-1]], "labels": {"replica": name}})
+        else:
+            static = [{"targets": [t.split("=", 1)[-1] for t in targets]}]
+        for group in static:
+            for t in group["targets"]:
+                if not t.startswith("127.0.0.1:"):
+                    raise ValueError(f"job {job}: target {t!r} is not on 127.0.0.1")
+        cfg["scrape_configs"].append({"job_name": job, "metrics_path": "/metrics",
+                                      "static_configs": static})
+    return "# rendered by the lab from its topology\n" + yaml.safe_dump(cfg, sort_keys=False)
+
+
+class PrometheusClient:
+    """The HTTP API's instant and range queries, with errors that say what went wrong."""
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _get(self, path: str, expr: str, params: dict) -> dict:
+        try:
+            resp = httpx.get(self.url + path, params=params, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise QueryError(expr, f"Prometheus is not reachable ({exc.__class__.__name__}: "
+                             f"{exc}); is it running?", self.url) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise QueryError(expr, f"HTTP {resp.status_code}, not JSON: {resp.text[:200]}",
+                             self.url) from None
+        if body.get("status") != "success":
+            raise QueryError(expr, f"{body.get('errorType', 'error')}: "
+                             f"{body.get('error', resp.text[:200])}", self.url)
+        return body["data"]
+
+    def query(self, expr: str, time: float | None = None) -> list[Sample]:
+        """An instant query: one Sample per series (a scalar gives one without labels)."""
+        params = {"query": expr}
+        if time is not None:
+            params["time"] = f"{time:.3f}"
+        data = self._get("/api/v1/query", expr, params)
+        if data["resultType"] in ("scalar", "string"):
+            t, v = data["result"]
+            return [Sample({}, float(v), float(t))]
+        return [Sample(dict(r["metric"]), float(r["value"][1]), float(r["value"][0]))
+                for r in data["result"]]
+
+    def value(self, expr: str, default: float | None = None) -> float | None:
+        """The value of a query that gives at most one series (default when it gives none)."""
+        res = self.query(expr)
+        if len(res) > 1:
+            raise QueryError(expr, f"expected one series, got {len(res)}", self.url)
+        return res[0].value if res else default
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> pd.DataFrame:
+        """A range query as a long frame: one row per (series, time) with columns t (unix
+        seconds), value, and one column per label (missing labels are '')."""
+        if end < start:
+            raise QueryError(expr, f"end {end} is before start {start}", self.url)
+        data = self._get("/api/v1/query_range", expr,
+                         {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                          "step": f"{max(step, 0.001):.3f}"})
+        rows = []
+        for r in data["result"]:
+            for t, v in r["values"]:
+                rows.append({"t": float(t), "value": float(v), **r["metric"]})
+        df = pd.DataFrame(rows)
+        if df.empty:
+            return pd.DataFrame({"t": pd.Series(dtype="float64"),
+                                 "value": pd.Series(dtype="float64")})
+        labels = [c for c in df.columns if c not in ("t", "value")]
+        df[labels] = df[labels].fillna("")
+        return df.sort_values(["t", *labels]).reset_index(drop=True)
+
+    def targets(self) -> list[dict]:
+        """Active scrape targets: job, instance, labels, health ('up'/'down'), lastError."""
+        data = self._get("/api/v1/targets", "(targets)", {"state": "active"})
+        return [{"job": t["labels"].get("job"), "instance": t["labels"].get("instance"),
+                 "labels": t["labels"], "health": t["health"], "error": t.get("lastError", "")}
+                for t in data["activeTargets"]]
+
+    def alerts(self) -> list[dict]:
+        """Alerts Prometheus holds now (pending and firing)."""
+        return self._get("/api/v1/alerts", "(alerts)", {})["alerts"]
+
+
+class PrometheusServer:
+    """One Prometheus in the lab's run directory."""
+
+    kind = "prometheus"
+
+    def __init__(self, name: str, run_dir: Path, port: int, spec: PrometheusSpec,
+                 scrape_targets: Mapping[str, Sequence[str]], rule_files: Sequence[Path] = (),
+                 alertmanager_url: str | None = None):
+        self.name = name
+        self.dir = Path(run_dir) / name
+        self.port = port
+        self.spec = spec
+        self.scrape_targets = {k: list(v) for k, v in scrape_targets.items()}
+        self.rule_files = [Path(p) for p in rule_files]
+        self.alertmanager_url = alertmanager_url
+        self.proc: ManagedProcess | None = None
+        self._client = PrometheusClient(self.url)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "prometheus.yml"
+
+    def render(self) -> str:
+        return render_config(self.spec, self.scrape_targets, self.rule_files,
+                             self.alertmanager_url)
+
+    def check_config(self) -> None:
+        """`promtool check config` (which also checks the rule files)."""
+        import subprocess
+
+        res = subprocess.run([binaries.find("promtool"), "check", "config", str(self.conf_path)],
+                             capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise ComponentFailed(self.name, f"promtool rejected {self.conf_path}",
+                                  str(self.conf_path), (res.stdout + res.stderr).strip())
+
+    def start(self) -> ManagedProcess:
+        if ports.is_listening(self.port):
+            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
+                                  "listens there or pick another port")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(self.render())
+        self.check_config()
+        self.proc = ManagedProcess(
+            self.name,
+            [binaries.find("prometheus"), f"--config.file={self.conf_path}",
+             f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--storage.tsdb.retention.time={self.spec.retention}",
+             f"--web.listen-address=127.0.0.1:{self.port}",
+             "--web.enable-lifecycle", "--log.level=warn"],
+            self.dir / "server.log", stop_signal=signal.SIGTERM, stop_timeout=10.0)
+        self.proc.start()
+        return self.proc
+
+    def ready(self) -> bool:
+        """GET /-/ready answers 200 (the TSDB is open and the rules are loaded)."""
+        try:
+            return httpx.get(self.url + "/-/ready", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self) -> float:
+        assert self.proc is not None
+        return self.proc.wait_ready(self.ready, self.spec.start_deadline_s)
+
+    def reload(self) -> None:
+        """Re-render the config and ask the running server to load it (and the rule files)."""
+        self.conf_path.write_text(self.render())
+        self.check_config()
+        resp = httpx.post(self.url + "/-/reload", timeout=10.0)
+        if resp.status_code != 200:
+            raise ComponentFailed(self.name, f"reload failed: HTTP {resp.status_code} "
+                                  f"{resp.text.strip()}", str(self.dir / "server.log"))
+
+    def stop(self) -> str:
+        return self.proc.stop() if self.proc else "not started"
+
+    # -- queries ------------------------------------------------------------------------------
+    def client(self, timeout: float = 5.0) -> PrometheusClient:
+        return PrometheusClient(self.url, timeout)
+
+    def query(self, expr: str, time: float | None = None) -> list[Sample]:
+        return self._client.query(expr, time)
+
+    def value(self, expr: str, default: float | None = None) -> float | None:
+        return self._client.value(expr, default)
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> pd.DataFrame:
+        return self._client.query_range(expr, start, end, step)
+
+    def targets(self) -> list[dict]:
+        return self._client.targets()
+
+    def alerts(self) -> list[dict]:
+        return self._client.alerts()

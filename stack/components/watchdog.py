@@ -1,0 +1,133 @@
+"""The lab's memory limit: a small process that kills an API replica whose memory passes the
+topology's limit, as the kernel's OOM killer does to a container over its memory limit.
+
+It reads the lab's state file on every tick, so it follows replicas that were restarted, and
+signals only the process groups recorded there. Each kill is appended to oom-kills.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stack.components.daemon import LabDaemon, run_loop
+from stack.runtime.processes import ProcessRecord, _group_members
+
+log = logging.getLogger(__name__)
+
+
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The process and its descendants, from /proc/<pid>/task/<tid>/children (a few small
+    reads, where a scan of the whole process table reads every process on the machine)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * PAGE_MB
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a group whose leader is `pgid`, in MB."""
+    if not os.path.exists(f"/proc/{pgid}/task/{pgid}/children"):  # no CONFIG_PROC_CHILDREN
+        return sum(_rss_mb(pid) for pid in _group_members(pgid))
+    return sum(_rss_mb(pid) for pid in _descendants(pgid) if _pgid(pid) == pgid)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _State:
+    """The lab's state file, parsed again only when it changed."""
+
+    def __init__(self, path: Path):
+        self.path, self._stamp, self._data = path, None, {}
+
+    def read(self) -> dict:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if stamp != self._stamp:
+                self._data, self._stamp = json.loads(self.path.read_text()), stamp
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return self._data
+
+
+def tick(state_path: Path | _State, limit_mb: float, kills_path: Path) -> list[str]:
+    """One pass over the lab's API replicas; returns the names it killed."""
+    state = (state_path if isinstance(state_path, _State) else _State(state_path)).read()
+    killed = []
+    for name, comp in state.get("components", {}).items():
+        if comp.get("kind") != "api" or not comp.get("process"):
+            continue
+        rec = ProcessRecord(**comp["process"])
+        if not rec.is_ours():
+            continue
+        rss = group_rss_mb(rec.pgid)
+        if rss > limit_mb:
+            rec.send(signal.SIGKILL)
+            killed.append(name)
+            event = {"wall": time.time(), "component": name, "pid": rec.pid,
+                     "rss_mb": round(rss, 1), "limit_mb": limit_mb}
+            with open(kills_path, "a") as fh:
+                fh.write(json.dumps(event) + "\n")
+            log.warning("out of memory: killed %s (pid %d, %.0f MB > %.0f MB)", name, rec.pid,
+                        rss, limit_mb)
+    return killed
+
+
+class MemoryWatchdog(LabDaemon):
+    """The lab component that runs this module as its own process."""
+
+    kind = "watchdog"
+    module = "stack.components.watchdog"
+
+    def __init__(self, name: str, run_dir: Path, limit_mb: float, interval_s: float = 0.2):
+        super().__init__(name, run_dir, ["--limit-mb", str(limit_mb), "--interval",
+                                         str(interval_s)],
+                         f"memory limit {limit_mb:g} MB per API replica")
+        self.limit_mb = limit_mb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.components.watchdog", description=__doc__)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--limit-mb", required=True, type=float)
+    parser.add_argument("--interval", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    state_path = _State(args.run_dir / "lab.json")
+    log.info("watching API replicas of %s: limit %.0f MB", args.run_dir, args.limit_mb)
+    return run_loop(lambda: tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl"),
+                    args.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

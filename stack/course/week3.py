@@ -1,0 +1,120 @@
+"""Week 3's incident run: replay a scenario against a monitored lab while the health state
+is sampled every second, then gather what the monitoring saw: state changes, pages, the
+reconstructed timeline, and how much error budget was gone when the page fired."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from stack.analysis import health, incident
+from stack.components.alerting import read_notifications
+from stack.lab.lab import Lab
+from stack.lab.runner import ScenarioResult, run_scenario
+from stack.scenario import Scenario
+from stack.analysis.slo import SloSettings
+
+PLAYBOOK_WINDOW_H = 30 * 24  # the SLO's window: 30 days of playbook hours
+
+
+class HealthWatcher:
+    """A background thread that records green/yellow/red once per interval."""
+
+    def __init__(self, prom: Any, settings: SloSettings, interval: float = 1.0):
+        self.prom, self.settings, self.interval = prom, settings, interval
+        self.rows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    def __enter__(self) -> "HealthWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wall = time.time()
+            try:
+                st = health.state(self.prom, self.settings)
+                self.rows.append({"wall": wall, "color": st.color,
+                                  "reasons": "; ".join(st.reasons), "action": st.action})
+            except Exception as exc:  # Prometheus busy or restarting: note it, keep going
+                self.rows.append({"wall": wall, "color": "unknown", "reasons": str(exc),
+                                  "action": ""})
+            self._stop.wait(self.interval)
+
+    def changes(self, start_wall: float) -> pd.DataFrame:
+        """Only the rows where the color changed, with t relative to start_wall."""
+        df = pd.DataFrame(self.rows, columns=["wall", "color", "reasons", "action"])
+        if df.empty:
+            return df.assign(t=[])
+        df = df[df["color"] != df["color"].shift()]
+        return df.assign(t=(df["wall"] - start_wall).round(1))[["t", "color", "reasons",
+                                                                  "action"]]
+
+
+@dataclass
+class IncidentRun:
+    result: ScenarioResult
+    start_wall: float
+    end_wall: float
+    states: pd.DataFrame
+    notifications: pd.DataFrame
+    timeline: list[str] = field(default_factory=list)
+    settings: SloSettings = field(default_factory=SloSettings)
+
+    def pages(self) -> pd.DataFrame:
+        """Page notifications (firing and resolved) with t relative to the start."""
+        n = self.notifications
+        n = n[n["severity"] == "page"] if len(n) else n
+        return n.assign(t=(n["received"] - self.start_wall).round(1))[
+            ["t", "status", "alertname"]] if len(n) else pd.DataFrame(
+                columns=["t", "status", "alertname"])
+
+    def first_page_t(self) -> float | None:
+        p = self.pages()
+        firing = p[p["status"] == "firing"]
+        return float(firing["t"].min()) if len(firing) else None
+
+    def budget_spent_at(self, t: float | None) -> float | None:
+        """Fraction of the 30-day error budget the failed requests up to t had used. The
+        lab's time is compressed: `time_scale_s` seconds stand for one hour, so 30 days are
+        720 * time_scale_s seconds of traffic at the run's rate."""
+        if t is None:
+            return None
+        load = self.result.records
+        load = load[load["kind"] == "load"]
+        rate = len(load) / max(self.result.scenario.duration_s, 1e-9)
+        window_requests = rate * PLAYBOOK_WINDOW_H * self.settings.time_scale_s
+        failed = int(((load["t"] <= t) & (load["status"] // 100 != 2)).sum())
+        return failed / (self.settings.budget * window_requests)
+
+    def first_failure_t(self) -> float | None:
+        load = self.result.records
+        bad = load[(load["kind"] == "load") & (load["status"] // 100 != 2)]
+        return float(bad["t"].min()) if len(bad) else None
+
+
+def run_incident(lab: Lab, scenario: Scenario, **run_kw: Any) -> IncidentRun:
+    """Replay `scenario` on a monitored lab, sampling the health state, then read back the
+    pages and reconstruct the timeline from Prometheus, the webhook and the probe records."""
+    prom = lab.prometheus
+    settings = SloSettings.from_spec(lab.topology.prometheus)
+    start = time.time()
+    with HealthWatcher(prom, settings) as watcher:
+        result = run_scenario(lab, scenario, **run_kw)
+        time.sleep(settings.time_scale_s / 60 * 3)  # let the alerts resolve and be sent
+    end = time.time()
+    offset = float((result.records["wall"] - result.records["t"]).median())
+    notes = read_notifications(lab.run_dir)
+    notes = notes[(notes["received"] >= start) & (notes["received"] <= end)]
+    timeline = incident.timeline_from_prometheus(
+        prom, lab.run_dir, offset, end, result.records,
+        thresholds=incident.thresholds_for(settings, lab.topology.api.db_pool_max))
+    return IncidentRun(result, offset, end, watcher.changes(offset), notes, timeline, settings)

@@ -1,0 +1,312 @@
+"""Faults that reproduce the boring, repeatable causes of ML API outages.
+
+Each fault is applied to one component of a running lab and can be undone. They act on the
+real thing: signals to the real process, real slow queries in Postgres, real connections
+taken from Postgres, a real broken file over the live model.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import httpx
+import psycopg
+
+from stack.errors import ConfigError, StackError, UnknownName
+from stack.components.postgres import BATCH_ROLE
+
+if TYPE_CHECKING:
+    from stack.lab.lab import Lab
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Applied:
+    """A fault in force: what undo needs to put things back."""
+
+    fault: str
+    target: str
+    params: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Fault:
+    """Base class: a name, what it does, apply and undo."""
+
+    name = ""
+    summary = ""
+    targets = ("api",)  # component kinds it applies to
+    params: dict[str, Any] = {}
+
+    def check(self, lab: "Lab", target: str, params: dict[str, Any]) -> dict[str, Any]:
+        comp = lab.component(target)
+        if comp.kind not in self.targets:
+            raise ConfigError(f"fault '{self.name}' applies to {', '.join(self.targets)} "
+                              f"components, not {target} ({comp.kind})", field="target")
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise ConfigError(f"fault '{self.name}' has no parameter "
+                              f"{', '.join(sorted(unknown))}; it takes: "
+                              f"{', '.join(self.params) or 'none'}", field="params")
+        return {**self.params, **params}
+
+    def apply(self, lab: "Lab", target: str, params: dict[str, Any]) -> Applied:
+        raise NotImplementedError
+
+    def undo(self, lab: "Lab", applied: Applied) -> None:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, Fault] = {}
+
+
+def register(cls: type[Fault]) -> type[Fault]:
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Fault:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownName("fault", name, list(REGISTRY)) from None
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def apply(lab: "Lab", name: str, target: str = "api1", **params: Any) -> Applied:
+    """Apply a fault by name; returns what `undo` needs."""
+    fault = get(name)
+    merged = fault.check(lab, target, params)
+    log.info("fault %s on %s %s", name, target, merged or "")
+    applied = fault.apply(lab, target, merged)
+    return applied
+
+
+def undo(lab: "Lab", applied: Applied) -> None:
+    log.info("undo %s on %s", applied.fault, applied.target)
+    get(applied.fault).undo(lab, applied)
+
+
+def _restart_if_down(lab: "Lab", target: str) -> None:
+    """The on-call restart: start the component again unless it is already running."""
+    comp = lab.component(target)
+    if comp.proc is None or not comp.proc.alive() or not comp.ready():
+        lab.restart(target)
+
+
+def _admin_faults(lab: "Lab", target: str, **knobs: Any) -> dict[str, Any]:
+    """Set the replica's in-process fault knobs through its admin port; returns the old ones."""
+    api = lab.component(target)
+    try:
+        old = api.admin("GET", "/admin/faults", timeout=5).json()
+        new = {k: v for k, v in {**old, **knobs}.items() if k != "leaked_mb"}
+        resp = api.admin("PUT", "/admin/faults", json=new, timeout=5)
+    except httpx.HTTPError as exc:
+        raise StackError(f"{target}'s admin port did not answer: {exc}") from exc
+    if resp.status_code != 200:
+        raise StackError(f"{target} refused fault knobs {knobs}: {resp.text}")
+    return old
+
+
+@register
+class Crash(Fault):
+    name = "crash"
+    summary = "SIGKILL the process, as a segfault or the OOM killer would; undo restarts it"
+    targets = ("api", "postgres", "redis", "nginx")
+
+    def apply(self, lab, target, params):
+        comp = lab.component(target)
+        comp.proc.record.send(signal.SIGKILL)
+        comp.proc.record.wait_gone(5, comp.proc.popen)
+        return Applied(self.name, target, params)
+
+    def undo(self, lab, applied):
+        _restart_if_down(lab, applied.target)
+
+
+@register
+class Hang(Fault):
+    name = "hang"
+    summary = "SIGSTOP the process: it holds its connections but answers nothing; undo SIGCONT"
+    targets = ("api", "postgres", "redis", "nginx")
+
+    def apply(self, lab, target, params):
+        lab.component(target).proc.pause()
+        return Applied(self.name, target, params)
+
+    def undo(self, lab, applied):
+        lab.component(applied.target).proc.resume()
+
+
+@register
+class SlowDb(Fault):
+    name = "slow_db"
+    summary = "every feature lookup runs a real pg_sleep in Postgres (a slow query)"
+    params = {"delay_ms": 800}
+
+    def apply(self, lab, target, params):
+        old = _admin_faults(lab, target, db_delay_ms=int(params["delay_ms"]))
+        return Applied(self.name, target, params, state={"old": old})
+
+    def undo(self, lab, applied):
+        _admin_faults(lab, applied.target, db_delay_ms=applied.state["old"]["db_delay_ms"])
+
+
+@register
+class MemoryLeak(Fault):
+    name = "memory_leak"
+    summary = ("each /predict keeps some memory for good; the lab's memory limit kills the "
+               "process when it is reached; undo stops the leak and restarts a killed process")
+    params = {"mb_per_request": 2.0}
+
+    def apply(self, lab, target, params):
+        _admin_faults(lab, target, leak_mb_per_request=float(params["mb_per_request"]))
+        return Applied(self.name, target, params)
+
+    def undo(self, lab, applied):
+        api = lab.component(applied.target)
+        if api.proc.alive() and api.ready():
+            # the leaked memory stays until the process restarts, as in production
+            _admin_faults(lab, applied.target, leak_mb_per_request=0.0)
+        lab.restart(applied.target)
+
+
+@register
+class ConnectionExhaustion(Fault):
+    name = "connection_exhaustion"
+    summary = ("a batch job takes Postgres' free connection slots while a traffic spike of "
+               "slower queries needs more connections than the API's pool holds")
+    targets = ("postgres",)
+    params = {"spike_rate": 120.0, "query_ms": 100, "leave_free": 0}
+
+    def apply(self, lab, target, params):
+        from stack.lab.traffic import Traffic
+
+        pg = lab.component(target)
+        with pg.connect(dbname="postgres") as probe:
+            max_conn = int(probe.execute("SHOW max_connections").fetchone()[0])
+        conns: list[psycopg.Connection] = []
+        while len(conns) < max_conn:  # until Postgres (or the role's limit) says no
+            try:
+                conns.append(pg.connect(user=BATCH_ROLE))
+            except psycopg.OperationalError:
+                break
+        for _ in range(min(int(params["leave_free"]), len(conns))):
+            conns.pop().close()
+        old = {api.name: _admin_faults(lab, api.name, db_delay_ms=int(params["query_ms"]))
+               for api in lab.apis if api.proc and api.proc.alive()}
+        spike = Traffic(lab.public_url, lab.run_dir, rate=float(params["spike_rate"]),
+                        duration=3600, name=f"spike-{int(time.time())}", progress=False,
+                        timeout=2.0, probe_interval=60, n_customers=lab.topology.postgres.n_customers,
+                        seed=99)
+        spike.start()
+        return Applied(self.name, target, params,
+                       state={"conns": conns, "taken": len(conns), "old": old, "spike": spike})
+
+    def undo(self, lab, applied):
+        applied.state["spike"].stop()
+        for name, old in applied.state["old"].items():
+            try:
+                _admin_faults(lab, name, db_delay_ms=old["db_delay_ms"])
+            except (StackError, OSError) as exc:
+                log.warning("could not reset %s: %s", name, exc)
+        for conn in applied.state.pop("conns", []):
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+
+@register
+class ErrorRate(Fault):
+    name = "error_rate"
+    summary = "a share of /predict calls fails with an internal error (a bug in one code path)"
+    params = {"rate": 0.2}
+
+    def apply(self, lab, target, params):
+        _admin_faults(lab, target, error_rate=float(params["rate"]))
+        return Applied(self.name, target, params)
+
+    def undo(self, lab, applied):
+        _admin_faults(lab, applied.target, error_rate=0.0)
+
+
+@register
+class BadModel(Fault):
+    name = "bad_model"
+    summary = ("a broken model file is copied over the live one and the API restarted to "
+               "pick it up (a hand-made deploy); undo puts the good file back and restarts")
+    params = {"kind": "truncated"}
+
+    def apply(self, lab, target, params):
+        from stack.model import registry
+
+        api = lab.component(target)
+        model_dir = Path(api.settings["model_dir"])
+        version = api.settings.get("model_version") or registry.latest_version(model_dir)
+        live = model_dir / registry.read_manifest(model_dir)["models"][version]["file"]
+        backup = live.with_suffix(".good")
+        shutil.copy2(live, backup)
+        data = live.read_bytes()
+        if params["kind"] == "truncated":
+            live.write_bytes(data[: len(data) // 3])
+        elif params["kind"] == "garbage":
+            live.write_bytes(b"not a model\n" * 64)
+        else:
+            raise ConfigError("kind is 'truncated' or 'garbage'", field="params.kind")
+        state = {"live": str(live), "backup": str(backup)}
+        try:
+            lab.restart(target, wait=False)
+            state["restart"] = "started"
+        except StackError as exc:
+            state["restart"] = str(exc)
+        return Applied(self.name, target, params, state=state)
+
+    def undo(self, lab, applied):
+        shutil.copy2(applied.state["backup"], applied.state["live"])
+        Path(applied.state["backup"]).unlink(missing_ok=True)
+        lab.restart(applied.target)
+
+
+@register
+class Restart(Fault):
+    name = "restart"
+    summary = ("a plain restart (a deploy, a config change): the API is down for as long as "
+               "it takes to start and load the model")
+
+    def apply(self, lab, target, params):
+        state: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                state["seconds"] = lab.restart(target)
+            except StackError as exc:
+                state["error"] = str(exc)
+
+        thread = threading.Thread(target=run, name=f"restart-{target}", daemon=True)
+        thread.start()
+        state["thread"] = thread
+        return Applied(self.name, target, params, state=state)
+
+    def undo(self, lab, applied):
+        applied.state["thread"].join(timeout=60)
+        _restart_if_down(lab, applied.target)
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, summary) of every fault, for `stackctl fault --list` and the notebooks."""
+    return [(n, REGISTRY[n].summary) for n in names()]
+
+
+Callback = Callable[[str, Applied], None]

@@ -1,0 +1,289 @@
+"""The load client's own process: `python -m stack.lab.loadgen CONFIG_JSON`.
+
+`stack.lab.traffic.Traffic` starts this process so that the client never shares a Python
+interpreter (and its GIL) with the notebook kernel, the test or the lab code that injects
+faults: a client starved by its caller would send late and make the server look bad.
+
+It speaks one JSON object per line on stdout:
+
+    {"event": "started", "t0": <CLOCK_MONOTONIC seconds>}      the schedule's clock
+    {"event": "tick", "sent": n, "ok": n, "late": n}           once a second
+    {"event": "done", ...the result's fields...}               at the end
+    {"event": "error", "message": "..."}                       and exit status 1
+
+and stops early when it reads "stop" or end-of-file on stdin (the caller asked, or died):
+it never outlives its caller by more than its own timeouts.
+
+HTTP is aiohttp (its C HTTP parser), a fraction of the CPU per request that httpx needs.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+
+from stack.lab.traffic import LATE_S, STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
+
+
+def classify(exc: BaseException) -> str:
+    """Map a client-side exception to an error kind."""
+    if isinstance(exc, TimeoutError):  # asyncio.timeout and aiohttp's own timeouts
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable: never sent
+        return "connect"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return "read"  # the connection closed or reset under the request
+    return "protocol"
+
+
+# Errors of a request whose connection closed before any answer (not a refused connect).
+_CLOSED_UNANSWERED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+class Engine:
+    """The open-loop schedules, the requests and their records, on one asyncio loop."""
+
+    def __init__(self, cfg: dict[str, Any], emit: Callable[[dict[str, Any]], None]):
+        self.cfg = cfg
+        self.emit = emit
+        self.rate, self.duration = float(cfg["rate"]), float(cfg["duration"])
+        self.timeout, self.probe_timeout = float(cfg["timeout"]), float(cfg["probe_timeout"])
+        self.tx = Transactions(int(cfg["n_customers"]), int(cfg["seed"]))
+        self.writer = RecordWriter(cfg["path"])
+        self.counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
+        self.late = 0
+        self.retried = 0  # re-sends after a connection closed without a response
+        self.schedules: list[asyncio.Task[None]] = []
+        self.load_tasks: set[asyncio.Task[None]] = set()
+        self.probe_tasks: set[asyncio.Task[None]] = set()
+        self.t0 = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._stop_requested = False
+
+    def stop_soon(self) -> None:
+        """From any thread: send nothing new; in-flight requests end by their timeouts."""
+        with self._lock:
+            self._stop_requested = True
+            loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._cancel_schedules)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _cancel_schedules(self) -> None:
+        for task in self.schedules:
+            task.cancel()
+
+    async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        cfg = self.cfg
+        load_conn = aiohttp.TCPConnector(limit=int(cfg["max_connections"]))
+        probe_conn = aiohttp.TCPConnector(limit=8)
+        no_timeout = aiohttp.ClientTimeout(total=None)  # each request has its own deadline
+        async with (
+            aiohttp.ClientSession(connector=load_conn, timeout=no_timeout,
+                                  trust_env=False, auto_decompress=False) as lc,
+            aiohttp.ClientSession(connector=probe_conn, timeout=no_timeout,
+                                  trust_env=False, auto_decompress=False) as pc,
+        ):
+            self.t0 = loop.time()  # time.monotonic(): the caller reads the same clock
+            self.schedules = [loop.create_task(self._load_schedule(lc)),
+                              loop.create_task(self._probe_schedule(pc))]
+            ticker = loop.create_task(self._tick())
+            with self._lock:
+                self.loop = loop
+                if self._stop_requested:
+                    self._cancel_schedules()
+            self.emit({"event": "started", "t0": self.t0})
+            # 1. send on schedule until the duration is up or a stop cancels the schedules
+            for outcome in await asyncio.gather(*self.schedules, return_exceptions=True):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            ended = loop.time()
+            # 2. drain: in-flight requests end by their own timeouts; this bound is a backstop
+            pending = self.load_tasks | self.probe_tasks
+            if pending:
+                _, pending = await asyncio.wait(
+                    pending, timeout=max(self.timeout, self.probe_timeout) + 1.0)
+            # 3. force: cancel what is left (each records itself as a timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+        self.writer.close()
+        (load_sent, load_ok), (probes_sent, probes_ok) = self.counts["load"], self.counts["probe"]
+        return {"event": "done", "load_sent": load_sent, "load_ok": load_ok,
+                "probes_sent": probes_sent, "probes_ok": probes_ok,
+                "duration_s": round(ended - self.t0, 3), "load_late": self.late,
+                "retried": self.retried, "cpu_s": round(time.process_time(), 3)}
+
+    async def _schedule(self, period: float, launch: Callable[[float], None]) -> None:
+        """Call `launch(due)` at t0, t0+period, ... until the duration is up; never waits on
+        responses, so the clock keeps going whatever the server does."""
+        loop = asyncio.get_running_loop()
+        i = 0
+        while i * period < self.duration - 1e-9:
+            due = self.t0 + i * period
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif i % 64 == 0:
+                await asyncio.sleep(0)  # running late: still let responses be handled
+            launch(due)
+            i += 1
+
+    async def _load_schedule(self, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        max_in_flight = int(self.cfg["max_in_flight"])
+
+        def launch(due: float) -> None:
+            now = loop.time()
+            if len(self.load_tasks) >= max_in_flight or now - due > self.timeout:
+                self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
+                return
+            task = loop.create_task(self._send_load(session, due))
+            self.load_tasks.add(task)
+            task.add_done_callback(self.load_tasks.discard)
+
+        await self._schedule(1.0 / self.rate, launch)
+
+    async def _probe_schedule(self, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        url = self.cfg["probe_url"]
+
+        def launch(due: float) -> None:
+            now = loop.time()
+            if now - due > self.probe_timeout:
+                self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
+                return
+            task = loop.create_task(self._send("probe", due, self.probe_timeout,
+                                               lambda: session.get(url)))
+            self.probe_tasks.add(task)
+            task.add_done_callback(self.probe_tasks.discard)
+
+        await self._schedule(float(self.cfg["probe_interval"]), launch)
+
+    async def _send_load(self, session: aiohttp.ClientSession, due: float) -> None:
+        url, body = self.cfg["predict_url"], self.tx.next()
+        if not self.cfg["idempotency_keys"]:
+            await self._send("load", due, self.timeout, lambda: session.post(url, json=body))
+            return
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+
+        async def post_with_retries() -> aiohttp.ClientResponse:
+            # A keep-alive connection the server closed just as we sent (nginx workers quit
+            # on a reload) fails before any response: writing the request, or reading the
+            # answer, hits a closed socket. HTTP clients retry such a request on another
+            # connection; with an Idempotency-Key that is safe for a POST too. The next pooled
+            # connection may be stale as well, so a few attempts, all under the deadline.
+            attempt = 1
+            while True:
+                try:
+                    return await session.post(url, json=body, headers=headers)
+                except aiohttp.ClientConnectorError:
+                    raise  # refused: nothing was sent, and nothing to re-send to
+                except _CLOSED_UNANSWERED:
+                    if attempt >= STALE_CONNECTION_ATTEMPTS:
+                        raise
+                    attempt += 1
+                    self.retried += 1
+
+        await self._send("load", due, self.timeout, post_with_retries)
+
+    async def _send(self, kind: str, due: float, timeout: float,
+                    request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> None:
+        """Send one request under an overall deadline (waiting for a connection slot counts)
+        and record its outcome."""
+        loop = asyncio.get_running_loop()
+        sent, wall = loop.time(), time.time()
+        status, error, backend, request_id = 0, "", "", ""
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await request()
+                try:
+                    data = await resp.read()
+                finally:
+                    resp.release()
+            status = resp.status
+            backend = resp.headers.get("X-Backend", "")
+            if not 200 <= status < 300:
+                error = f"http_{status // 100}xx"
+            elif kind == "load":
+                request_id = _request_id(data)
+        except asyncio.CancelledError:
+            self._record(kind, due, sent, wall, loop.time() - sent, 0, "timeout", "", "")
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error = classify(exc)
+        self._record(kind, due, sent, wall, loop.time() - sent, status, error, backend,
+                     request_id)
+
+    def _record(self, kind: str, due: float, sent: float, wall: float, latency: float,
+                status: int, error: str, backend: str, request_id: str) -> None:
+        counts = self.counts[kind]
+        counts[0] += 1
+        counts[1] += error == ""
+        if kind == "load" and (sent - due >= LATE_S or error == "client_overload"):
+            self.late += 1
+        self.writer.write({
+            "kind": kind, "t": round(due - self.t0, 6), "wall": round(wall, 6),
+            "latency_s": round(latency, 6), "lag_s": round(sent - due, 6), "status": status,
+            "error": error, "backend": backend, "request_id": request_id})
+
+    async def _tick(self) -> None:
+        """Once a second: flush the records file and tell the caller the counts."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.writer.flush()
+            sent, ok = self.counts["load"]
+            self.emit({"event": "tick", "sent": sent, "ok": ok, "late": self.late})
+
+
+def _request_id(data: bytes) -> str:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return ""
+    return str(body.get("request_id", "")) if isinstance(body, dict) else ""
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _watch_stdin(engine: Engine) -> None:
+    """Stop when the caller writes "stop" or goes away (end of file on stdin)."""
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            break
+    engine.stop_soon()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m stack.lab.loadgen CONFIG_JSON (started by stack.lab.traffic.Traffic)",
+              file=sys.stderr)
+        return 2
+    try:
+        engine = Engine(json.loads(args[0]), _emit)
+        threading.Thread(target=_watch_stdin, args=(engine,), daemon=True).start()
+        _emit(asyncio.run(engine.run()))
+    except Exception as exc:  # told to the caller, which raises it
+        _emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

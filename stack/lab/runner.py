@@ -1,0 +1,144 @@
+"""Replay a scenario against a running lab while traffic, the prober and the metrics scraper
+run, and keep what happened: the records, the metrics, and when each fault was in force."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stack.analysis import records as analysis
+
+from stack.lab import faults
+from stack.errors import StackError
+from stack.lab.lab import Lab
+from stack.scenario import Scenario, load_scenario
+from stack.lab.scrape import Scraper, load_metrics
+from stack.lab.traffic import Traffic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScenarioResult:
+    """What a scenario run left behind, with the frames the notebooks analyse."""
+
+    scenario: Scenario
+    topology: str
+    records_path: Path
+    metrics_path: Path
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def records(self) -> pd.DataFrame:
+        return analysis.load_records(self.records_path)
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        return load_metrics(self.metrics_path)
+
+    def summary(self) -> dict[str, Any]:
+        return analysis.summary(self.records)
+
+    @property
+    def client_note(self) -> str:
+        """Why a verdict on this run proves nothing ("" when the load client kept up)."""
+        return analysis.client_note(self.records)
+
+    def save(self, folder: str | Path) -> Path:
+        """Copy what the run left behind into `folder` (it outlives the lab's run dir)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(self.records_path, folder / "records.jsonl")
+        if self.metrics_path.exists():
+            shutil.copy2(self.metrics_path, folder / "metrics.jsonl")
+        meta = {"scenario": self.scenario.model_dump(), "topology": self.topology,
+                "faults": self.faults}
+        (folder / "result.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ScenarioResult":
+        folder = Path(folder)
+        meta = json.loads((folder / "result.json").read_text())
+        return cls(Scenario.model_validate(meta["scenario"]), meta["topology"],
+                   folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"])
+
+    def fault_spans(self) -> list[dict[str, Any]]:
+        """{start, end, label} of each fault, for shading timelines."""
+        return [{"start": f["start"], "end": f["end"], "label": f"{f['fault']} {f['target']}"}
+                for f in self.faults]
+
+
+def _actions(scenario: Scenario) -> list[tuple[float, int, str, int]]:
+    """(time, order, 'apply'|'undo', event index), sorted; an undo at the same second as an
+    apply goes first, and no fault outlives the scenario."""
+    acts = []
+    for i, ev in enumerate(scenario.events):
+        acts.append((ev.at, 1, "apply", i))
+        acts.append((min(scenario.end_of(ev), scenario.duration_s), 0, "undo", i))
+    return sorted(acts)
+
+
+def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None = None,
+                 rate: float | None = None, progress: bool | None = None,
+                 idempotency_keys: bool = False, probe_url: str | None = None
+                 ) -> ScenarioResult:
+    """Replay `scenario` against `lab` under open-loop traffic; always undoes every fault."""
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario, known_faults=faults.names())
+    for i, ev in enumerate(scenario.events):
+        faults.get(ev.fault)  # unknown names fail before any traffic starts
+        lab.component(ev.target)
+    name = name or f"{scenario.name}-{lab.topology.name}"
+    spec = scenario.traffic
+    traffic = Traffic(lab.public_url, lab.run_dir, rate=rate or spec.rate,
+                      duration=scenario.duration_s, probe_interval=spec.probe_interval_s,
+                      timeout=spec.timeout_s, name=name, progress=progress,
+                      idempotency_keys=idempotency_keys, probe_url=probe_url,
+                      n_customers=lab.topology.postgres.n_customers)
+    metrics_path = lab.run_dir / f"metrics-{name}.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    applied: dict[int, faults.Applied] = {}
+    windows: dict[int, dict[str, Any]] = {}
+    scraper = Scraper(lambda: {a.name: a.url for a in lab.apis}, metrics_path,
+                      clock=lambda: traffic.elapsed)
+    with traffic, scraper:
+        try:
+            for at, _, action, i in _actions(scenario):
+                while traffic.elapsed < at:
+                    time.sleep(min(0.05, at - traffic.elapsed))
+                ev = scenario.events[i]
+                if action == "apply":
+                    windows[i] = {"fault": ev.fault, "target": ev.target,
+                                  "start": traffic.elapsed, "end": None, "error": ""}
+                    try:
+                        applied[i] = faults.apply(lab, ev.fault, ev.target, **ev.params)
+                    except StackError as exc:
+                        windows[i]["error"] = str(exc)
+                        log.warning("fault %s on %s failed: %s", ev.fault, ev.target, exc)
+                elif i in applied:
+                    _undo(lab, applied.pop(i), windows[i], traffic)
+            traffic.wait()
+        finally:
+            for i, app in list(applied.items()):  # a failed cell still puts the lab back
+                _undo(lab, app, windows[i], traffic)
+    spans = [w for _, w in sorted(windows.items())]
+    for w in spans:
+        w["end"] = w["end"] if w["end"] is not None else scenario.duration_s
+    (lab.run_dir / f"faults-{name}.json").write_text(json.dumps(spans, indent=2))
+    return ScenarioResult(scenario, lab.topology.name, traffic.path, metrics_path, spans)
+
+
+def _undo(lab: Lab, app: faults.Applied, window: dict[str, Any], traffic: Traffic) -> None:
+    try:
+        faults.undo(lab, app)
+    except StackError as exc:
+        window["error"] = (window["error"] + "; " if window["error"] else "") + f"undo: {exc}"
+        log.warning("undo of %s on %s failed: %s", app.fault, app.target, exc)
+    window["end"] = traffic.elapsed
