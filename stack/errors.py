@@ -64,3 +64,44 @@ class UnknownName(StackError, KeyError):
 
 class ModelRejected(StackError):
     """A model file failed its integrity check or its smoke tests and was not activated."""
+
+
+class QueryError(StackError):
+    """Prometheus could not be reached or rejected a query; the message has its own words."""
+
+    def __init__(self, expr: str, reason: str, url: str = ""):
+        where = f" at {url}" if url else ""
+        super().__init__(f"query {expr!r} failed{where}: {reason}")
+        self.expr, self.reason, self.url = expr, reason, url
+
+
+class DeployError(StackError):
+    """A deploy, rollback or rolling restart could not start (another one runs, no replicas)."""
+
+
+class InjectedFault(StackError):
+    """An error raised on purpose by the error_rate fault."""
+
+
+class SlotError(StackError):
+    """A blue/green request the slots cannot satisfy (nothing staged, nothing to roll back)."""
+
+
+class ApiError(StackError):
+    """An expected failure answered as JSON `{"error": ..., "detail": ...}`."""
+
+    def __init__(self, status_code: int, error: str, detail: object = None):
+        super().__init__(f"{status_code} {error}: {detail}")
+        self.status_code, self.error, self.detail = status_code, error, detail
+
+
+class ExerciseFailed(StackError):
+    """A learner's file did not pass its check; `hint` says what to try next."""
+
+    def __init__(self, detail: str, hint: str = ""):
+        super().__init__(detail)
+        self.detail, self.hint = detail, hint
+
+
+class NotExportable(StackError, ValueError):
+    """The estimator is not one TreeEnsemble can reproduce exactly (see from_sklearn)."""

@@ -10,7 +10,7 @@ import pytest
 from stack.analysis.records import (Incident, availability, budget_used, downtime_minutes_per_30d,
                             errors_by_kind, incidents, latency_percentiles, load_records,
                             records_frame, summary, timeline, verdict, client_note)
-from stack.lab.traffic import RECORD_FIELDS
+from stack.analysis.fields import RECORD_FIELDS
 
 
 def rec(t: float, kind: str = "load", error: str = "", latency: float = 0.01,

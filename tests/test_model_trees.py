@@ -5,13 +5,12 @@ import json
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 
-from stack.errors import ModelRejected
+from stack.errors import ModelRejected, NotExportable
 from stack.model.data import generate_customers, generate_transactions
 from stack.model.features import FEATURE_NAMES, build_matrix
 from stack.model.registry import (
@@ -24,7 +23,7 @@ from stack.model.registry import (
     verify_version,
 )
 from stack.model.train import train
-from stack.model.trees import NotExportable, TreeEnsemble, probe_rows
+from stack.model.trees import TreeEnsemble, probe_rows
 
 TOLERANCE = 1e-9
 

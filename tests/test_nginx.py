@@ -430,14 +430,14 @@ def test_a_rejected_config_leaves_the_running_one(make_nginx, backends, monkeypa
 
 @pytest.mark.integration
 def test_stop_leaves_no_process_and_closes_the_ports(make_nginx, backends):
-    from stack.runtime.processes import _group_members
+    from stack.runtime.procfs import group_members
 
     nginx = make_nginx("tuned", workers=2)
     record = nginx.proc.record
-    assert len(_group_members(record.pgid)) == 3  # master and two workers
+    assert len(group_members(record.pgid)) == 3  # master and two workers
     assert _get(nginx.status_url + "/nginx_status").text.startswith("Active connections:")
     assert nginx.stop() == "graceful"
-    assert not record.group_alive() and _group_members(record.pgid) == []
+    assert not record.group_alive() and group_members(record.pgid) == []
     assert not ports.is_listening(nginx.port) and not ports.is_listening(nginx.status_port)
     assert not nginx.ready()
 

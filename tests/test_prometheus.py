@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stack.errors import QueryError
 from stack.runtime import ports
-from stack.components.prometheus import PrometheusClient, PrometheusServer, QueryError, render_config
+from stack.components.prometheus import PrometheusClient, PrometheusServer, render_config
 from stack.topology import AFTER, PrometheusSpec, parse_topology
 
 TARGETS = {

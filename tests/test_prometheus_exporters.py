@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from stack.runtime import ports
-from stack.components.alerting import WebhookReceiver, read_notifications
+from stack.analysis.notifications import read_notifications
+from stack.components.alerting import WebhookReceiver
 from stack.components.exporters import NginxExporter, PostgresExporter, RedisExporter
 from stack.components.probe_exporter import ProbeExporter, render_metrics
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from stack.runtime import ports
-from stack.components.alerting import Alertmanager, WebhookReceiver, read_notifications
+from stack.analysis.notifications import read_notifications
+from stack.components.alerting import Alertmanager, WebhookReceiver
 from stack.analysis.health import state
 from stack.components.probe_exporter import ProbeExporter
 from stack.components.prometheus import PrometheusServer

@@ -3,7 +3,6 @@ file is refused without being unpickled."""
 import pickle
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from stack.errors import ConfigError, StackError
-from stack.lab.traffic import RECORD_FIELDS, Traffic, TrafficResult, run_traffic
+from stack.analysis.fields import RECORD_FIELDS
+from stack.lab.traffic import Traffic, TrafficResult, run_traffic
 
 
 class FakeAPI(ThreadingHTTPServer):

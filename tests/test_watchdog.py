@@ -6,8 +6,9 @@ import subprocess
 import sys
 import time
 
-from stack.runtime.processes import _group_members
-from stack.components.watchdog import _rss_mb, _State, group_rss_mb
+from stack.runtime.procfs import group_members
+from stack.components.watchdog import StateFile, group_rss_mb
+from stack.runtime.procfs import rss_mb
 
 # A group leader that starts a child holding 60 MB, then both wait.
 _LEADER = ("import subprocess, sys, time; "
@@ -20,13 +21,13 @@ def test_group_rss_counts_the_leader_and_its_children():
     leader = subprocess.Popen([sys.executable, "-c", _LEADER], start_new_session=True)
     try:
         deadline = time.monotonic() + 10
-        while len(_group_members(leader.pid)) < 2 or group_rss_mb(leader.pid) < 60:
+        while len(group_members(leader.pid)) < 2 or group_rss_mb(leader.pid) < 60:
             assert time.monotonic() < deadline, "the child never held its 60 MB"
             time.sleep(0.1)
-        by_scan = sum(_rss_mb(pid) for pid in _group_members(leader.pid))
+        by_scan = sum(rss_mb(pid) for pid in group_members(leader.pid))
         assert abs(group_rss_mb(leader.pid) - by_scan) < 5  # same members as a full scan
     finally:
-        for pid in _group_members(leader.pid):
+        for pid in group_members(leader.pid):
             subprocess.run(["kill", "-9", str(pid)], check=False)
         leader.wait(5)
 
@@ -34,7 +35,7 @@ def test_group_rss_counts_the_leader_and_its_children():
 def test_state_is_parsed_again_only_when_it_changes(tmp_path):
     path = tmp_path / "lab.json"
     path.write_text(json.dumps({"components": {"a": 1}}))
-    state = _State(path)
+    state = StateFile(path)
     first = state.read()
     assert first == {"components": {"a": 1}} and state.read() is first
     path.write_text(json.dumps({"components": {"b": 22}}))

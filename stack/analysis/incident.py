@@ -5,7 +5,7 @@ connections hit the pool limit; at t+14s the uptime probe failed; at t+19s the p
 
 - metrics: a long frame with columns signal, wall, value (and optionally series): the signals
   of `SIGNALS` sampled over the incident window (`query_signals` fetches them from Prometheus);
-- notifications: the webhook receiver's frame (`stack.components.alerting.read_notifications`);
+- notifications: the webhook receiver's frame (`stack.analysis.notifications.read_notifications`);
 - records: traffic records (`stack.analysis.records.load_records`; the probe's rows are used).
 
 Times are given relative to the incident's start wall time.
@@ -202,7 +202,7 @@ def timeline_from_prometheus(prom: RangeQueryable, run_dir, start_wall: float, e
                              thresholds: Thresholds = Thresholds(),
                              webhook: str = "webhook") -> list[str]:
     """The convenience: query the signals, read the webhook's notifications, merge."""
-    from stack.components.alerting import read_notifications
+    from stack.analysis.notifications import read_notifications
 
     metrics = query_signals(prom, start_wall, end_wall, step)
     notes = read_notifications(run_dir, webhook)

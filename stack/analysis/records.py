@@ -13,7 +13,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 import pandas as pd
 
-from stack.lab.traffic import LATE_S, RECORD_FIELDS, behind_note
+from stack.analysis.fields import LATE_S, RECORD_FIELDS, behind_note
 
 log = logging.getLogger(__name__)
 

@@ -212,7 +212,7 @@ def render_rules(s: SloSettings = SloSettings()) -> str:
 
 
 # -- promtool unit tests ---------------------------------------------------------------------
-def _series(rate_per_s: list[tuple[float, int]]) -> str:
+def series_values(rate_per_s: list[tuple[float, int]]) -> str:
     """Expanding notation for a counter sampled every second that grows `rate` per second for
     `n` seconds in each segment, e.g. [(8, 3), (10, 2)] -> '0+8x3 32+10x1'."""
     parts, value, first = [], 0.0, True
@@ -245,8 +245,8 @@ def _case(name: str, total_per_s: float, error_shares: list[tuple[float, int]],
                         "exp_annotations": dict(rules[a.name]["annotations"])}]
             tests.append({"eval_time": f"{at}s", "alertname": a.name, "exp_alerts": exp})
     return {"name": name, "interval": "1s",
-            "input_series": [{"series": sel % "200", "values": _series(ok)},
-                             {"series": sel % "500", "values": _series(err)}],
+            "input_series": [{"series": sel % "200", "values": series_values(ok)},
+                             {"series": sel % "500", "values": series_values(err)}],
             "alert_rule_test": tests}
 
 

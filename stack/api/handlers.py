@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from stack.errors import ApiError
 from stack.api.middleware import route_of
-from stack.api.state import ApiError, get_state
+from stack.api.state import get_state
 
 log = logging.getLogger(__name__)
 

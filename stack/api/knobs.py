@@ -6,7 +6,7 @@ import random
 import threading
 
 from stack.api.schemas import Faults
-from stack.errors import StackError
+from stack.errors import InjectedFault
 
 log = logging.getLogger(__name__)
 
@@ -15,10 +15,6 @@ _PAGE = 4096
 
 # What the leak fault allocates; nothing ever removes from it, on purpose.
 LEAKED: list[bytearray] = []
-
-
-class InjectedFault(StackError):
-    """An error raised on purpose by the error_rate fault."""
 
 
 class FaultState:

@@ -9,7 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stack.api.knobs import InjectedFault
+from stack.errors import InjectedFault
 from stack.api.state import ApiState
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Depends, Request
 
 from stack.api.knobs import leaked_mb
 from stack.api.schemas import Faults, ModelVersion, ReloadRequest
-from stack.api.state import ApiError, SlotError, get_state
-from stack.errors import ModelRejected
+from stack.api.state import get_state
+from stack.errors import ApiError, ModelRejected, SlotError
 from stack.model.registry import load_verified
 
 log = logging.getLogger(__name__)

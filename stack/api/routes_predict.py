@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel
 
+from stack.errors import ApiError
 from stack.api import db
 from stack.api.schemas import Transaction
-from stack.api.state import ApiError, ApiState, get_state
+from stack.api.state import ApiState, get_state
 from stack.model.features import build_features
 from stack.model.registry import LoadedModel
 

@@ -13,7 +13,7 @@ from stack.api.knobs import FaultState
 from stack.api.metrics import ApiMetrics
 from stack.api.sentry import Reporter
 from stack.api.settings import ApiSettings
-from stack.errors import StackError
+from stack.errors import SlotError
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 
 SLOTS = ("blue", "green")
-
-
-class SlotError(StackError):
-    """A blue/green request the slots cannot satisfy (nothing staged, nothing to roll back)."""
 
 
 @dataclass
@@ -136,11 +132,3 @@ class ApiState:
 
 def get_state(request: Request) -> ApiState:
     return request.app.state.api
-
-
-class ApiError(Exception):
-    """An expected failure answered as JSON `{"error": ..., "detail": ...}`."""
-
-    def __init__(self, status_code: int, error: str, detail: object = None):
-        super().__init__(f"{status_code} {error}: {detail}")
-        self.status_code, self.error, self.detail = status_code, error, detail

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import yaml
 
-from stack.errors import StackError, UnknownName
+from stack.errors import ExerciseFailed, StackError, UnknownName
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ class CheckResult:
         if not self.ok and self.hint:
             out.append(f"  try: {self.hint}")
         return out
-
-
-class ExerciseFailed(StackError):
-    """A learner's file did not pass its check; `hint` says what to try next."""
-
-    def __init__(self, detail: str, hint: str = ""):
-        super().__init__(detail)
-        self.detail, self.hint = detail, hint
 
 
 @dataclass(frozen=True)
@@ -153,7 +145,7 @@ def _default_exercises_dir() -> Path:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -164,15 +156,15 @@ def _yaml(path: Path) -> Any:
                              "fix the YAML syntax (indentation, a missing colon)") from None
 
 
-def _mapping(path: Path) -> dict[str, Any]:
-    data = _yaml(path)
+def read_mapping(path: Path) -> dict[str, Any]:
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ExerciseFailed(f"{path.name} should be a mapping of keys to values",
                              "start from the starter file's layout")
     return data
 
 
-def _module(path: Path) -> ModuleType:
+def load_module(path: Path) -> ModuleType:
     """Import a learner's Python file under a fresh name (a re-run sees their edits)."""
     name = f"_exercise_{path.stem}_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -188,7 +180,7 @@ def _module(path: Path) -> ModuleType:
     return mod
 
 
-def _function(mod: ModuleType, name: str, path: Path) -> Callable:
+def get_function(mod: ModuleType, name: str, path: Path) -> Callable:
     func = getattr(mod, name, None)
     if not callable(func):
         raise ExerciseFailed(f"{path.name} defines no function {name}()",
@@ -201,7 +193,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def _call(func: Callable, *args: Any, deadline_s: float, **kw: Any) -> tuple[bool, Any, float]:
+def call_with_deadline(func: Callable, *args: Any, deadline_s: float, **kw: Any) -> tuple[bool, Any, float]:
     """Run learner code in a helper thread under a deadline: (finished, result or exception,
     seconds). A call that never returns is left behind on its daemon thread."""
     box: list[Any] = []
@@ -220,10 +212,9 @@ def _call(func: Callable, *args: Any, deadline_s: float, **kw: Any) -> tuple[boo
     return (bool(box), box[0] if box else None, took)
 
 
-def _raised(outcome: Any, what: str) -> None:
+def expect_raised(outcome: Any, what: str) -> None:
     if isinstance(outcome, BaseException):
         tb = "".join(traceback.format_exception_only(type(outcome), outcome)).strip()
         last = tb.splitlines()[-1]
         raise ExerciseFailed(f"{what} raised {last[:160] + '...' if len(last) > 160 else last}",
                              "catch what can go wrong and report it instead of raising")
-

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from stack.errors import ConfigError
-from stack.check.core import ExerciseFailed, task, _mapping
+from stack.errors import ConfigError, ExerciseFailed
+from stack.check.core import task, read_mapping
 
 # The incident in exercises/week1/diagnose/evidence.md: api1 frozen (SIGSTOP) for 4 s. What it
 # looked like from outside, measured with _replay on a BEFORE lab:
@@ -57,7 +57,7 @@ def _replay(lab: Any, fault: str, target: str, params: dict[str, Any], *, at: fl
             hold: float = 4.0, duration: float = 8.0, rate: float = 20.0) -> dict[str, Any]:
     """One fault under traffic on a BEFORE lab; what users saw, and whether the process
     answered /healthz while the fault was in force."""
-    from stack.course.week1 import _wall_offset, fault_damage
+    from stack.course.week1 import fault_damage, wall_offset
     from stack.lab.runner import run_scenario
     from stack.scenario import Scenario
 
@@ -71,7 +71,7 @@ def _replay(lab: Any, fault: str, target: str, params: dict[str, Any], *, at: fl
                            progress=False)
     damage = fault_damage(res, lab.run_dir).iloc[0].to_dict()
     window = res.faults[0]
-    offset = _wall_offset(res.records)
+    offset = wall_offset(res.records)
     # the first second after the fault is applied belongs to the fault (a signal takes effect
     # at once, a slow query only once the requests queue up)
     answered = live.answered(offset + window["start"] + 0.5, offset + window["end"])
@@ -92,7 +92,7 @@ def check_diagnose(folder: Path) -> str:
     from stack.lab import faults
     from stack.lab.lab import Lab
 
-    data = _mapping(folder / "diagnose.yaml")
+    data = read_mapping(folder / "diagnose.yaml")
     unknown = set(data) - {"fault", "target", "params"}
     if unknown:
         raise ExerciseFailed(f"diagnose.yaml has unknown key(s) {', '.join(sorted(unknown))}",

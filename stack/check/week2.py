@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from stack.errors import ConfigError
-from stack.check.core import (CLIENT_TIMEOUT_S, ExerciseFailed, _call, _function, _mapping, _module, _raised,
-                   task)
+from stack.check.core import (
+    CLIENT_TIMEOUT_S, ExerciseFailed, call_with_deadline, get_function, read_mapping,
+    load_module, expect_raised, task)
 
 NGINX_KEYS = ("connect_timeout_s", "send_timeout_s", "read_timeout_s", "max_fails",
               "fail_timeout_s", "next_upstream_tries", "next_upstream_timeout_s", "keepalive")
@@ -46,7 +47,7 @@ def check_nginx(folder: Path) -> str:
     from stack.lab.lab import Lab
     from stack.topology import AFTER
 
-    data = _mapping(folder / "nginx.yaml")
+    data = read_mapping(folder / "nginx.yaml")
     unknown = sorted(set(data) - set(NGINX_KEYS))
     if unknown:
         raise ExerciseFailed(f"nginx.yaml sets {', '.join(unknown)}, which this exercise does "
@@ -111,13 +112,13 @@ def _ping_hangs(timeout_s: float) -> None:
 def _readiness_case(func: Callable, label: str, model: Any, ping: Callable,
                     want_ready: bool, want_words: tuple[str, ...]) -> float:
     deadline = READY_TIMEOUT_S + READY_SLACK_S
-    done, out, took = _call(func, model, ping, timeout_s=READY_TIMEOUT_S, deadline_s=deadline + 5)
+    done, out, took = call_with_deadline(func, model, ping, timeout_s=READY_TIMEOUT_S, deadline_s=deadline + 5)
     if not done or took > deadline:
         raise ExerciseFailed(f"{label}: readiness() took {took:.1f} s, more than "
                              f"timeout_s + {READY_SLACK_S:g} s",
                              "a frozen database never answers and never raises: run the ping "
                              "in a helper thread and stop waiting after timeout_s")
-    _raised(out, f"{label}: readiness()")
+    expect_raised(out, f"{label}: readiness()")
     if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], list)):
         raise ExerciseFailed(f"{label}: readiness() returned {out!r}",
                              "return a tuple (ready: bool, reasons: list[str])")
@@ -150,7 +151,7 @@ def check_readiness(folder: Path) -> str:
     from stack.components.postgres import API_ROLE
 
     path = folder / "readiness.py"
-    func = _function(_module(path), "readiness", path)
+    func = get_function(load_module(path), "readiness", path)
     model = _FakeModel()
     cases = [
         ("model and database fine", model, _ping_ok, True, ()),

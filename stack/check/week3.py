@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import yaml
 
-from stack.check.core import ExerciseFailed, task, _yaml, _mapping
+from stack.errors import ExerciseFailed
+from stack.check.core import task, read_yaml, read_mapping
 
 ALERT_NAME = "SLOErrorBudgetBurnFast"
 # Hidden promtool cases, at the lab's scale (60 real seconds stand for one playbook hour, so
@@ -22,11 +23,11 @@ CLEAN_S = 70
 def _series_values(segments: list[tuple[float, int]], rps: float) -> tuple[str, str]:
     """promtool values of the 200 and 500 counters, sampled each second, for segments of
     (error share, seconds)."""
-    from stack.analysis.slo import _series
+    from stack.analysis.slo import series_values
 
     ok = [(round(rps * (1 - share), 9), n) for share, n in segments]
     err = [(round(rps * share, 9), n) for share, n in segments]
-    return _series(ok), _series(err)
+    return series_values(ok), series_values(err)
 
 
 def _hidden_case(name: str, segments: list[tuple[float, int]], firing: dict[int, bool],
@@ -96,7 +97,7 @@ def _alert_tests_of(doc: Any) -> tuple[int, int]:
 
 @task("week3", "alert", ("alert.rules.yml", "alert.test.yml"))
 def check_alert(folder: Path) -> str:
-    rules_doc = _yaml(folder / "alert.rules.yml")
+    rules_doc = read_yaml(folder / "alert.rules.yml")
     alerts = [r for g in (rules_doc or {}).get("groups") or [] for r in g.get("rules") or []
               if r.get("alert") == ALERT_NAME]
     if len(alerts) != 1 or (alerts[0].get("labels") or {}).get("severity") != "page":
@@ -127,7 +128,7 @@ def check_alert(folder: Path) -> str:
             raise ExerciseFailed(f"{len(failed)} of {len(HIDDEN_ALERT_CASES)} hidden cases "
                                  "fail: " + "; ".join(claim for claim, _ in failed),
                                  failed[0][1])
-        fire, quiet = _alert_tests_of(_yaml(work / "alert.test.yml"))
+        fire, quiet = _alert_tests_of(read_yaml(work / "alert.test.yml"))
         res = _promtool("test", "rules", "alert.test.yml", cwd=work)
         if res.returncode != 0:
             raise ExerciseFailed(f"the hidden cases pass, but your own promtool tests fail: "
@@ -210,7 +211,7 @@ def _live_alerts(config_text: str, alerts: dict[str, dict[str, str]]) -> dict[st
 @task("week3", "routing", ("alertmanager.yml",))
 def check_routing(folder: Path) -> str:
     path = folder / "alertmanager.yml"
-    _mapping(path)
+    read_mapping(path)
     res = _amtool("check-config", path.name, cwd=folder)
     if res.returncode != 0:
         raise ExerciseFailed(f"amtool check-config: {_tool_output(res)}",

@@ -6,7 +6,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stack.check.core import CLIENT_TIMEOUT_S, ExerciseFailed, task, _module, _function, _call, _raised
+from stack.check.core import (
+    CLIENT_TIMEOUT_S, ExerciseFailed, task, load_module, get_function, call_with_deadline,
+    expect_raised)
 
 SMOKE_BAD = ("tampered", "constant", "nan_scores", "shuffled_labels")
 SMOKE_DEADLINE_S = 60.0
@@ -39,18 +41,18 @@ def check_smoke(folder: Path) -> str:
     from stack.deploy.gate import BAD_MODELS
 
     path = folder / "smoke.py"
-    func = _function(_module(path), "smoke_test", path)
+    func = get_function(load_module(path), "smoke_test", path)
     source = _smoke_models()
     with tempfile.TemporaryDirectory(prefix="exercise-smoke-") as tmp:
         models = Path(tmp) / "models"
         shutil.copytree(source, models)
         verdicts: dict[str, bool] = {}
         for version in ["v2", *(f"bad-{k.replace('_', '-')}" for k in SMOKE_BAD)]:
-            done, out, took = _call(func, models, version, "v1", deadline_s=SMOKE_DEADLINE_S)
+            done, out, took = call_with_deadline(func, models, version, "v1", deadline_s=SMOKE_DEADLINE_S)
             if not done:
                 raise ExerciseFailed(f"smoke_test({version!r}) ran over {SMOKE_DEADLINE_S:g} s",
                                      "a smoke test gates every deploy: keep it to seconds")
-            _raised(out, f"smoke_test({version!r})")
+            expect_raised(out, f"smoke_test({version!r})")
             if not hasattr(out, "passed") or not hasattr(out, "checks"):
                 raise ExerciseFailed(f"smoke_test({version!r}) returned {type(out).__name__}, "
                                      "without .passed and .checks",
@@ -91,7 +93,7 @@ def check_rollout(folder: Path) -> str:
     from stack.lab.traffic import Traffic
 
     path = folder / "rollout.py"
-    func = _function(_module(path), "restart_replicas", path)
+    func = get_function(load_module(path), "restart_replicas", path)
     with Lab("after") as lab:
         before = {api.name: api.proc.pid for api in lab.apis}
         with Traffic(lab.public_url, lab.run_dir, rate=30, duration=ROLLOUT_DEADLINE_S,
@@ -100,7 +102,7 @@ def check_rollout(folder: Path) -> str:
                      n_customers=lab.topology.postgres.n_customers) as traffic:
             while traffic.elapsed < 1.0:
                 time.sleep(0.02)
-            done, out, took = _call(func, lab, deadline_s=ROLLOUT_DEADLINE_S - 4)
+            done, out, took = call_with_deadline(func, lab, deadline_s=ROLLOUT_DEADLINE_S - 4)
             t_end = traffic.elapsed + 1.5
             while traffic.elapsed < t_end:
                 time.sleep(0.02)
@@ -113,7 +115,7 @@ def check_rollout(folder: Path) -> str:
                              f"{ROLLOUT_DEADLINE_S - 4:g} s",
                              "wait for each replica with a deadline (lab.restart waits until "
                              "it is ready)")
-    _raised(out, "restart_replicas()")
+    expect_raised(out, "restart_replicas()")
     same = [n for n in before if before[n] == after[n]]
     if same:
         raise ExerciseFailed(f"{', '.join(same)} still run(s) the old process (pid unchanged)",

@@ -17,20 +17,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from stack.runtime import binaries
-from stack.runtime.processes import ManagedProcess
+from stack.analysis.notifications import NOTIFICATIONS, notification_rows
 from stack.components.base import HttpService
 from stack.analysis.slo import prom_duration
 
 log = logging.getLogger(__name__)
-
-NOTIFICATIONS = "notifications.jsonl"
-NOTIFICATION_COLUMNS = ("received", "status", "alertname", "severity", "startsAt", "endsAt",
-                        "labels", "fingerprint")
-
 
 def render_config(webhook_url: str, group_wait_s: float = 1.0, group_interval_s: float = 1.0,
                   repeat_interval_s: float = 300.0) -> str:
@@ -82,31 +76,19 @@ class Alertmanager(HttpService):
     def render(self) -> str:
         return render_config(self.webhook_url, *self.timing)
 
-    def start(self) -> ManagedProcess:
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
+        super().prepare()
         self.conf_path.write_text(self.render())
-        return self._launch(
-            [binaries.find("prometheus-alertmanager"), f"--config.file={self.conf_path}",
-             f"--storage.path={self.dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--cluster.listen-address=",  # empty: no gossip port, a single instance
-             "--log.level=warn"], stop_timeout=5.0)
+
+    def argv(self) -> list[str]:
+        return [binaries.find("prometheus-alertmanager"), f"--config.file={self.conf_path}",
+                f"--storage.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # empty: no gossip port, a single instance
+                "--log.level=warn"]
 
 
 # -- the webhook receiver -----------------------------------------------------------------------
-def notification_rows(payload: dict, received: float) -> list[dict]:
-    """One row per alert of an Alertmanager webhook payload."""
-    rows = []
-    for alert in payload.get("alerts", []):
-        labels = alert.get("labels", {})
-        rows.append({"received": received, "status": alert.get("status", payload.get("status")),
-                     "alertname": labels.get("alertname", ""),
-                     "severity": labels.get("severity", ""),
-                     "startsAt": alert.get("startsAt", ""), "endsAt": alert.get("endsAt", ""),
-                     "labels": labels, "fingerprint": alert.get("fingerprint", "")})
-    return rows
-
-
 def make_receiver(port: int, out: Path) -> ThreadingHTTPServer:
     lock = threading.Lock()
     out = Path(out)
@@ -163,25 +145,12 @@ class WebhookReceiver(HttpService):
     def out_path(self) -> Path:
         return self.dir / NOTIFICATIONS
 
-    def start(self) -> ManagedProcess:
-        return self._launch(
-            [sys.executable, "-m", "stack.components.alerting", "receiver", "--port", str(self.port),
-             "--out", str(self.out_path)], cwd=Path(__file__).resolve().parents[2])
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "stack.components.alerting", "receiver", "--port",
+                str(self.port), "--out", str(self.out_path)]
 
-
-def read_notifications(run_dir: str | Path, name: str = "webhook") -> pd.DataFrame:
-    """Every alert the receiver named `name` got, in arrival order (empty frame: none)."""
-    path = Path(run_dir) / name / NOTIFICATIONS
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("%s: a torn line skipped", path)
-    df = pd.DataFrame(rows, columns=list(NOTIFICATION_COLUMNS))
-    return df.astype({"received": "float64"})
+    def launch_options(self) -> dict[str, object]:
+        return {"cwd": Path(__file__).resolve().parents[2]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,19 +9,23 @@ from pathlib import Path
 
 import httpx
 
-from stack.runtime.processes import ManagedProcess
+from stack.components.base import Component
 from stack.topology import ApiSpec
 
 
-class ApiReplica:
-    """One uvicorn process serving the app on a public port and an admin port."""
+class ApiReplica(Component):
+    """One uvicorn process serving the app on a public port and an admin port. Ready when
+    GET /readyz answers 200: model loaded and database reachable."""
+
+    kind = "api"
+    stop_order = 1  # after nginx stopped sending to it
+    stop_signal = signal.SIGTERM  # uvicorn: stop accepting, drain in-flight, shut down
 
     def __init__(self, name: str, run_dir: Path, port: int, admin_port: int, *, spec: ApiSpec,
                  db_conninfo: str, admin_token: str, model_dir: Path,
                  redis_url: str | None = None, model_version: str | None = None):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
+                         stop_timeout_s=spec.graceful_timeout_s + 2)
         self.admin_port = admin_port
         self.spec = spec
         self.admin_token = admin_token
@@ -39,17 +43,10 @@ class ApiReplica:
             "sentry_events_dir": str(Path(run_dir) / "sentry"),
             "run_dir": str(run_dir),
         }
-        self.proc: ManagedProcess | None = None
-
-    kind = "api"
-
-    @property
-    def address(self) -> str:
-        return self.url
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.address
 
     @property
     def admin_url(self) -> str:
@@ -62,15 +59,25 @@ class ApiReplica:
         path.chmod(0o600)  # it holds the admin token and the database password
         return path
 
-    def start(self) -> ManagedProcess:
-        path = self.write_settings()
-        env = {**os.environ, "STACK_API_SETTINGS": str(path), "PYTHONUNBUFFERED": "1"}
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", "stack.api.serve", "--settings", str(path)],
-            self.dir / "server.log", env=env, stop_signal=signal.SIGTERM,
-            stop_timeout=self.spec.graceful_timeout_s + 2)
-        self.proc.start()
-        return self.proc
+    @property
+    def settings_path(self) -> Path:
+        return self.dir / "settings.json"
+
+    def own_ports(self) -> list[int]:
+        return [self.port, self.admin_port]
+
+    def prepare(self) -> None:
+        self.write_settings()
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "stack.api.serve", "--settings", str(self.settings_path)]
+
+    def launch_options(self) -> dict[str, object]:
+        return {"env": {**os.environ, "STACK_API_SETTINGS": str(self.settings_path),
+                        "PYTHONUNBUFFERED": "1"}}
+
+    def extra_state(self) -> dict[str, object]:
+        return {"admin_url": self.admin_url, "admin_port": self.admin_port}
 
     def ready(self, timeout: float = 1.0) -> bool:
         """GET /readyz answers 200: model loaded and database reachable."""
@@ -79,15 +86,8 @@ class ApiReplica:
         except httpx.HTTPError:
             return False
 
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.spec.start_deadline_s)
-
     def admin(self, method: str, path: str, **kw) -> httpx.Response:
         """Call an admin route with the lab's token (admin routes never go through nginx)."""
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         return httpx.request(method, self.admin_url + path, headers=headers,
                              timeout=kw.pop("timeout", 30.0), **kw)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"

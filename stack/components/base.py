@@ -1,45 +1,126 @@
-"""What the lab's small HTTP services share (exporters, the probe exporter, Alertmanager,
-the webhook receiver): one process in its own folder, a port it refuses to share, ready when
-one URL answers 200, stopped through its recorded process."""
+"""One lifecycle for every real program a lab runs.
+
+A component writes only what is its own: its config (`prepare`), its command line (`argv`), how
+it is launched (`launch_options`: environment, user, working folder), its readiness check
+(`ready`), its graceful stop signal and its place in the stop order. The base does the rest,
+the same way for all (the start ladder of mirakuru's StartCheckExecutor):
+
+    start:  1. refuse a port that something already listens on
+            2. prepare its folder and config
+            3. launch it in its own process group, its log in its folder
+    wait_ready: one polled condition under one deadline; fail at once if the process exited,
+            and on a timeout stop it; the error names the component, the deadline and its log
+    stop:   1. its own graceful stop signal (nginx SIGQUIT, Postgres SIGINT = fast shutdown,
+               uvicorn and redis SIGTERM), 2. SIGTERM to the group, 3. SIGKILL
+            (stack.runtime.processes.ProcessRecord.stop)
+    state:  what lab.json records, so that a later process can stop it by its PID
+"""
 from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from stack.runtime import ports
 from stack.errors import ComponentFailed
+from stack.runtime import ports
 from stack.runtime.processes import ManagedProcess
 
 
-class HttpService:
-    """Subclasses give `kind`, `ready_path` and call `_launch(argv, ...)` from `start()`."""
+class Component:
+    """A real program of the lab. Subclasses set `kind`, `stop_order`, `stop_signal` and write
+    `argv()` and `ready()`; `prepare()`, `launch_options()` and `extra_state()` when they need."""
 
-    kind = "service"
-    ready_path = "/"
+    kind = "component"
+    stop_order = 5  # lower stops first: from the front door inwards
+    stop_signal: int = signal.SIGTERM
+    ready_interval_s = 0.05
 
-    def __init__(self, name: str, run_dir: Path, port: int, start_deadline_s: float = 15.0):
+    def __init__(self, name: str, run_dir: Path, port: int | None, *,
+                 start_deadline_s: float = 15.0, stop_timeout_s: float = 5.0):
         self.name = name
-        self.dir = Path(run_dir) / name
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / name
         self.port = port
         self.start_deadline_s = start_deadline_s
+        self.stop_timeout_s = stop_timeout_s
         self.proc: ManagedProcess | None = None
 
+    # -- what each component writes ----------------------------------------------------------
     @property
     def address(self) -> str:
+        """Where it answers (a URL; its scheme says the protocol)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def _launch(self, argv: list[str], **kw: object) -> ManagedProcess:
-        """Refuse a taken port, make the folder, start the process with its log there."""
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "server.log"
+
+    def own_ports(self) -> list[int]:
+        """The ports it will listen on, refused at start if something already does."""
+        return [self.port] if self.port else []
+
+    def prepare(self) -> None:
+        """Make its folder (and, in subclasses, write its config) before it is launched."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        kw.setdefault("stop_signal", signal.SIGTERM)
-        self.proc = ManagedProcess(self.name, argv, self.dir / "server.log", **kw)
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} must say how it is launched")
+
+    def launch_options(self) -> dict[str, Any]:
+        """Extra ManagedProcess options: env, cwd, user."""
+        return {}
+
+    def ready(self) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} must say when it is ready")
+
+    def extra_state(self) -> dict[str, Any]:
+        """Facts besides the common ones that lab.json keeps (e.g. an admin URL)."""
+        return {}
+
+    # -- the lifecycle, the same for all -------------------------------------------------------
+    def start(self) -> ManagedProcess:
+        # 1. refuse a port that something already listens on
+        for port in self.own_ports():
+            if ports.is_listening(port):
+                raise ComponentFailed(self.name, f"port {port} is already in use: stop what "
+                                      "listens there or pick another port")
+        # 2. its folder and config
+        self.prepare()
+        # 3. launch it in its own process group, its log in its folder
+        self.proc = ManagedProcess(self.name, self.argv(), self.log_path,
+                                   stop_signal=self.stop_signal,
+                                   stop_timeout=self.stop_timeout_s, **self.launch_options())
         self.proc.start()
         return self.proc
+
+    def wait_ready(self) -> float:
+        """Seconds until `ready()`; raises ComponentFailed (with the log's tail) if it exits
+        first or is not ready within `start_deadline_s`."""
+        if self.proc is None:
+            raise ComponentFailed(self.name, "was never started")
+        return self.proc.wait_ready(self.ready, self.start_deadline_s,
+                                    interval=self.ready_interval_s)
+
+    def stop(self) -> str:
+        """Graceful signal, then SIGTERM to the group, then SIGKILL; returns how it ended."""
+        return self.proc.stop() if self.proc else "not started"
+
+    def state(self) -> dict[str, Any]:
+        """What lab.json records of it (a later `stackctl down` stops it from this alone)."""
+        rec = self.proc.record if self.proc and self.proc.record else None
+        return {"kind": self.kind, "address": self.address, "port": self.port,
+                "stop_order": self.stop_order, "stop_signal": int(self.stop_signal),
+                "stop_timeout": self.stop_timeout_s,
+                "process": rec.to_dict() if rec else None, **self.extra_state()}
+
+
+class HttpComponent(Component):
+    """A component that is ready when one URL answers 200."""
+
+    ready_path = "/"
+    ready_interval_s = 0.1
 
     def ready(self) -> bool:
         try:
@@ -47,9 +128,14 @@ class HttpService:
         except httpx.HTTPError:
             return False
 
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s, interval=0.1)
 
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
+class HttpService(HttpComponent):
+    """The lab's small HTTP services (exporters, the probe exporter, Alertmanager, the webhook
+    receiver): ready when `ready_path` answers 200, stopped with SIGTERM."""
+
+    stop_order = -1  # before nginx: nothing depends on them
+
+    def __init__(self, name: str, run_dir: Path, port: int, start_deadline_s: float = 15.0,
+                 stop_timeout_s: float = 5.0):
+        super().__init__(name, run_dir, port, start_deadline_s=start_deadline_s,
+                         stop_timeout_s=stop_timeout_s)

@@ -8,39 +8,38 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from stack.runtime.processes import ManagedProcess
+from stack.components.base import Component
 
 
-class LabDaemon:
+class LabDaemon(Component):
     """A lab component that runs `python -m <module> --run-dir RUN <args>` in its own
     process group; it is ready as soon as it runs (it has no port)."""
 
     kind = "daemon"
+    stop_order = 2  # after the replicas it watches, before the servers it manages
     module = ""
 
-    def __init__(self, name: str, run_dir: Path, args: list[str], address: str):
-        self.name = name
-        self.run_dir = Path(run_dir)
+    def __init__(self, name: str, run_dir: Path, args: list[str], description: str):
+        super().__init__(name, run_dir, None, start_deadline_s=5.0, stop_timeout_s=2.0)
         self.args = args
-        self.address = address
-        self.port = None
-        self.proc: ManagedProcess | None = None
+        self.description = description
 
-    def start(self) -> ManagedProcess:
-        self.proc = ManagedProcess(
-            self.name, [sys.executable, "-m", self.module, "--run-dir", str(self.run_dir),
-                        *self.args], self.run_dir / f"{self.name}.log", stop_timeout=2.0)
-        self.proc.start()
-        return self.proc
+    @property
+    def address(self) -> str:
+        return self.description  # no port: what it does stands in for where it answers
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    def prepare(self) -> None:
+        pass  # it writes into the run directory itself
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "--run-dir", str(self.run_dir), *self.args]
 
     def ready(self) -> bool:
         return self.proc is not None and self.proc.alive()
-
-    def wait_ready(self) -> float:
-        return 0.0
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
 
 
 def run_loop(tick: Callable[[], object], interval: float) -> int:

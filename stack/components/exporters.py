@@ -14,9 +14,8 @@ import os
 from pathlib import Path
 
 
-from stack.runtime import binaries
-from stack.runtime.processes import ManagedProcess
 from stack.components.base import HttpService
+from stack.runtime import binaries
 
 
 class _Exporter(HttpService):
@@ -31,15 +30,11 @@ class _Exporter(HttpService):
         """What Prometheus scrapes."""
         return f"127.0.0.1:{self.port}"
 
-    def argv(self) -> list[str]:  # pragma: no cover - each exporter says
+    def flags(self) -> list[str]:  # pragma: no cover - each exporter says
         raise NotImplementedError
 
-    def env(self) -> dict[str, str] | None:
-        return None
-
-    def start(self) -> ManagedProcess:
-        return self._launch([binaries.find(self.binary), *self.argv()], env=self.env(),
-                            stop_timeout=3.0)
+    def argv(self) -> list[str]:
+        return [binaries.find(self.binary), *self.flags()]
 
 
 class NginxExporter(_Exporter):
@@ -50,7 +45,7 @@ class NginxExporter(_Exporter):
 
     def __init__(self, name: str, run_dir: Path, port: int, scrape_uri: str,
                  start_deadline_s: float = 15.0):
-        super().__init__(name, run_dir, port, start_deadline_s)
+        super().__init__(name, run_dir, port, start_deadline_s, stop_timeout_s=3.0)
         self.scrape_uri = scrape_uri
 
     @classmethod
@@ -59,7 +54,7 @@ class NginxExporter(_Exporter):
 
         return cls(name, run_dir, port, nginx.status_url + STATUS_PATH)  # type: ignore[attr-defined]
 
-    def argv(self) -> list[str]:
+    def flags(self) -> list[str]:
         # Go's flag package: single-dash flags. Retries let it start while nginx settles.
         return [f"-nginx.scrape-uri={self.scrape_uri}",
                 f"-web.listen-address=127.0.0.1:{self.port}",
@@ -74,7 +69,7 @@ class PostgresExporter(_Exporter):
 
     def __init__(self, name: str, run_dir: Path, port: int, pg_port: int, password: str,
                  user: str = "lab", dbname: str = "postgres", start_deadline_s: float = 15.0):
-        super().__init__(name, run_dir, port, start_deadline_s)
+        super().__init__(name, run_dir, port, start_deadline_s, stop_timeout_s=3.0)
         self.pg_port, self.password, self.user, self.dbname = pg_port, password, user, dbname
 
     @property
@@ -84,11 +79,11 @@ class PostgresExporter(_Exporter):
                 f"password={self.password} dbname={self.dbname} sslmode=disable "
                 "connect_timeout=2")
 
-    def env(self) -> dict[str, str]:
+    def launch_options(self) -> dict[str, object]:
         # the password goes through the environment, never the command line (ps shows argv)
-        return {**os.environ, "DATA_SOURCE_NAME": self.dsn}
+        return {"env": {**os.environ, "DATA_SOURCE_NAME": self.dsn}}
 
-    def argv(self) -> list[str]:
+    def flags(self) -> list[str]:
         return [f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
 
 
@@ -100,9 +95,9 @@ class RedisExporter(_Exporter):
 
     def __init__(self, name: str, run_dir: Path, port: int, redis_addr: str,
                  start_deadline_s: float = 15.0):
-        super().__init__(name, run_dir, port, start_deadline_s)
+        super().__init__(name, run_dir, port, start_deadline_s, stop_timeout_s=3.0)
         self.redis_addr = redis_addr
 
-    def argv(self) -> list[str]:
+    def flags(self) -> list[str]:
         return [f"-redis.addr={self.redis_addr}", f"-web.listen-address=127.0.0.1:{self.port}",
                 "-connection-timeout=2s"]

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from stack.runtime import binaries, ports
+from stack.runtime import binaries
 from stack.errors import ComponentFailed, UnknownName
-from stack.runtime.processes import ManagedProcess, tail
+from stack.runtime.procfs import children, holds_socket, listening_inodes
+from stack.components.base import Component
+from stack.runtime.processes import tail
 from stack.topology import NginxSpec
 
 log = logging.getLogger(__name__)
@@ -234,60 +236,20 @@ def check_config(conf: Path, prefix: Path, name: str = "nginx") -> None:
                               (res.stderr + res.stdout).strip())
 
 
-def _children(pid: int) -> list[int]:
-    """PIDs whose parent is `pid` (the master's workers)."""
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                kids.append(int(entry.name))
-    return kids
-
-
-def _listening_inodes(port_set: set[int]) -> set[str]:
-    """Socket inodes of the TCP sockets listening on these loopback ports."""
-    inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        f = line.split()
-        if f[3] == "0A" and int(f[1].split(":")[1], 16) in port_set:
-            inodes.add(f[9])
-    return inodes
-
-
-def _still_accepting(pid: int, inodes: set[str]) -> bool:
-    """A worker still holds one of the listening sockets (an old worker closes them as soon
-    as it starts its graceful shutdown)."""
-    try:
-        fds = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return False  # gone
-    for fd in fds:
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            return True
-    return False
-
-
-class NginxServer:
+class NginxServer(Component):
     """The load balancer: one nginx master and its workers in the lab's run directory."""
 
     kind = "nginx"
+    stop_order = 0  # the front door closes first
+    stop_signal = signal.SIGQUIT  # graceful quit: finish in-flight requests, then exit
 
     def __init__(self, name: str, run_dir: Path, port: int, status_port: int,
                  backends: list[tuple[str, int]], spec: NginxSpec):
         names = [n for n, _ in backends]
         if len(set(names)) != len(names):
             raise ValueError(f"backend names must be unique, got {names}")
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
+                         stop_timeout_s=spec.shutdown_timeout_s + 2)
         self.status_port = status_port
         self.backends = list(backends)
         self.spec = spec
@@ -295,15 +257,10 @@ class NginxServer:
         self.generation = 0
         self.retiring: set[int] = set()  # workers of earlier generations, finishing up
         self.user = worker_user()
-        self.proc: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return self.url
+        return self.address
 
     @property
     def status_url(self) -> str:
@@ -329,19 +286,17 @@ class NginxServer:
         self.generation += 1
         return self.conf_path
 
-    def start(self) -> ManagedProcess:
-        for p in (self.port, self.status_port):
-            if ports.is_listening(p):
-                raise ComponentFailed(self.name, f"port {p} is already in use: stop what "
-                                      "listens there or pick another port")
+    def own_ports(self) -> list[int]:
+        return [self.port, self.status_port]
+
+    def prepare(self) -> None:
         self.write_config()
-        self.proc = ManagedProcess(
-            self.name, [binaries.find("nginx"), "-p", f"{self.dir}/", "-c", str(self.conf_path)],
-            self.dir / "server.log",
-            stop_signal=signal.SIGQUIT,  # graceful quit: finish in-flight requests, then exit
-            stop_timeout=self.spec.shutdown_timeout_s + 2)
-        self.proc.start()
-        return self.proc
+
+    def argv(self) -> list[str]:
+        return [binaries.find("nginx"), "-p", f"{self.dir}/", "-c", str(self.conf_path)]
+
+    def extra_state(self) -> dict[str, object]:
+        return {"status_port": self.status_port}
 
     def _get(self, path: str) -> httpx.Response:
         return httpx.get(self.status_url + path, timeout=self.spec.http_timeout_s)
@@ -353,10 +308,6 @@ class NginxServer:
             return self._get(STATUS_PATH).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.spec.start_deadline_s)
 
     def live_generation(self) -> int | None:
         """The generation of the config that answers new connections (None: no answer)."""
@@ -376,15 +327,15 @@ class NginxServer:
             raise ComponentFailed(self.name, "cannot reload: nginx is not running",
                                   str(self.dir / "error.log"), tail(self.dir / "error.log"))
         t0 = time.monotonic()
-        old_workers = _children(self.proc.record.pid)
+        old_workers = children(self.proc.record.pid)
         self.retiring.update(old_workers)
         self.write_config()
         self.proc.record.signal_leader(signal.SIGHUP)
-        inodes = _listening_inodes({self.port, self.status_port})
+        inodes = listening_inodes({self.port, self.status_port})
         deadline = t0 + self.spec.reload_deadline_s
         while time.monotonic() < deadline:
             if (self.live_generation() == self.generation
-                    and not any(_still_accepting(w, inodes) for w in old_workers)):
+                    and not any(holds_socket(w, inodes) for w in old_workers)):
                 took = time.monotonic() - t0
                 log.info("%s: generation %d live in %.2f s", self.name, self.generation, took)
                 return took
@@ -403,7 +354,7 @@ class NginxServer:
             if self.proc is None or not self.proc.alive():
                 self.retiring.clear()
             else:
-                self.retiring &= set(_children(self.proc.record.pid))  # exited ones drop out
+                self.retiring &= set(children(self.proc.record.pid))  # exited ones drop out
             if not self.retiring:
                 return True, time.monotonic() - t0
             if time.monotonic() - t0 > deadline_s:
@@ -422,5 +373,3 @@ class NginxServer:
             return 0.0  # not started yet: start() renders it
         return self.reload()
 
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"

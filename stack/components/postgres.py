@@ -14,7 +14,8 @@ import psycopg
 
 from stack.runtime import binaries
 from stack.errors import ComponentFailed, ConfigError
-from stack.runtime.processes import ManagedProcess, tail
+from stack.components.base import Component
+from stack.runtime.processes import tail
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +69,22 @@ def conninfo(port: int | str, password: str, user: str = API_ROLE, dbname: str =
     return " ".join(f"{k}={v}" for k, v in parts.items())
 
 
-class PostgresServer:
-    """One Postgres server (primary or standby) in the lab's run directory."""
+class PostgresServer(Component):
+    """One Postgres server (primary or standby) in the lab's run directory. Its data
+    directory is made before start (`init_primary`, `init_standby`)."""
+
+    kind = "postgres"
+    stop_order = 4  # last: everything else uses it
+    stop_signal = signal.SIGINT  # SIGINT is Postgres' fast shutdown
 
     def __init__(self, name: str, run_dir: Path, port: int, secrets: dict[str, str], *,
                  max_connections: int = 40, start_deadline_s: float = 20.0):
-        self.name = name
-        self.dir = Path(run_dir) / name
+        super().__init__(name, run_dir, port, start_deadline_s=start_deadline_s,
+                         stop_timeout_s=5.0)
         self.data = self.dir / "data"
-        self.port = port
         self.secrets = secrets
         self.max_connections = max_connections
-        self.start_deadline_s = start_deadline_s
         self.user = os_user()
-        self.proc: ManagedProcess | None = None
 
     # -- helpers -------------------------------------------------------------------------
     def _run(self, argv: list[str], what: str, env: dict | None = None) -> None:
@@ -168,15 +171,14 @@ class PostgresServer:
         (self.data / "standby.signal").touch()
         _own(self.data / "standby.signal", self.user)
 
-    def start(self) -> ManagedProcess:
-        self.proc = ManagedProcess(
-            self.name, [binaries.find("postgres"), "-D", str(self.data)], self.dir / "server.log",
-            user=self.user, stop_signal=signal.SIGINT,  # SIGINT is Postgres' fast shutdown
-            stop_timeout=5.0)
-        self.proc.start()
-        return self.proc
+    def prepare(self) -> None:
+        pass  # the data directory is made by init_primary / init_standby
 
-    kind = "postgres"
+    def argv(self) -> list[str]:
+        return [binaries.find("postgres"), "-D", str(self.data)]
+
+    def launch_options(self) -> dict[str, object]:
+        return {"user": self.user}
 
     @property
     def address(self) -> str:
@@ -191,10 +193,6 @@ class PostgresServer:
             return True
         except psycopg.Error:
             return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.start_deadline_s)
 
     def load_schema(self, customers: list[dict], batch_connection_limit: int = -1) -> None:
         """Create the database, the roles, the tables, and load the customers."""
@@ -233,5 +231,3 @@ class PostgresServer:
         with self.connect(dbname="postgres") as conn:
             conn.execute("SELECT pg_promote(wait => true, wait_seconds => 10)")
 
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"

@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-from stack.runtime.processes import ManagedProcess
 from stack.components.base import HttpService
 
 log = logging.getLogger(__name__)
@@ -94,11 +93,12 @@ class ProbeExporter(HttpService):
         self.target = target
         self.timeout_s = timeout_s
 
-    def start(self) -> ManagedProcess:
-        return self._launch(
-            [sys.executable, "-m", "stack.components.probe_exporter", "--target", self.target,
-             "--port", str(self.port), "--timeout", str(self.timeout_s)],
-            cwd=Path(__file__).resolve().parents[2])
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "stack.components.probe_exporter", "--target",
+                self.target, "--port", str(self.port), "--timeout", str(self.timeout_s)]
+
+    def launch_options(self) -> dict[str, object]:
+        return {"cwd": Path(__file__).resolve().parents[2]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ targets labelled with their replica's name. The TSDB lives in the component's fo
 from __future__ import annotations
 
 import logging
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,24 +16,15 @@ import httpx
 import pandas as pd
 import yaml
 
-from stack.runtime import binaries, ports
-from stack.errors import ComponentFailed, StackError
-from stack.runtime.processes import ManagedProcess
+from stack.runtime import binaries
+from stack.errors import ComponentFailed, QueryError
+from stack.components.base import HttpComponent
 from stack.analysis.slo import prom_duration
 from stack.topology import PrometheusSpec
 
 log = logging.getLogger(__name__)
 
 JOBS = ("api", "nginx", "postgres", "redis", "probe")
-
-
-class QueryError(StackError):
-    """Prometheus could not be reached or rejected a query; the message has its own words."""
-
-    def __init__(self, expr: str, reason: str, url: str = ""):
-        where = f" at {url}" if url else ""
-        super().__init__(f"query {expr!r} failed{where}: {reason}")
-        self.expr, self.reason, self.url = expr, reason, url
 
 
 @dataclass(frozen=True)
@@ -162,31 +152,29 @@ class PrometheusClient:
         return self._get("/api/v1/alerts", "(alerts)", {})["alerts"]
 
 
-class PrometheusServer:
-    """One Prometheus in the lab's run directory."""
+class PrometheusServer(HttpComponent):
+    """One Prometheus in the lab's run directory. Ready when GET /-/ready answers 200 (the
+    TSDB is open and the rules are loaded)."""
 
     kind = "prometheus"
+    stop_order = -2  # first: it scrapes everything else
+    ready_path = "/-/ready"
+    ready_interval_s = 0.05
 
     def __init__(self, name: str, run_dir: Path, port: int, spec: PrometheusSpec,
                  scrape_targets: Mapping[str, Sequence[str]], rule_files: Sequence[Path] = (),
                  alertmanager_url: str | None = None):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
+                         stop_timeout_s=10.0)
         self.spec = spec
         self.scrape_targets = {k: list(v) for k, v in scrape_targets.items()}
         self.rule_files = [Path(p) for p in rule_files]
         self.alertmanager_url = alertmanager_url
-        self.proc: ManagedProcess | None = None
         self._client = PrometheusClient(self.url)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return self.url
+        return self.address
 
     @property
     def conf_path(self) -> Path:
@@ -207,34 +195,17 @@ class PrometheusServer:
             raise ComponentFailed(self.name, f"promtool rejected {self.conf_path}",
                                   str(self.conf_path), (res.stdout + res.stderr).strip())
 
-    def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
+        super().prepare()
         self.conf_path.write_text(self.render())
         self.check_config()
-        self.proc = ManagedProcess(
-            self.name,
-            [binaries.find("prometheus"), f"--config.file={self.conf_path}",
-             f"--storage.tsdb.path={self.dir / 'data'}",
-             f"--storage.tsdb.retention.time={self.spec.retention}",
-             f"--web.listen-address=127.0.0.1:{self.port}",
-             "--web.enable-lifecycle", "--log.level=warn"],
-            self.dir / "server.log", stop_signal=signal.SIGTERM, stop_timeout=10.0)
-        self.proc.start()
-        return self.proc
 
-    def ready(self) -> bool:
-        """GET /-/ready answers 200 (the TSDB is open and the rules are loaded)."""
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.spec.start_deadline_s)
+    def argv(self) -> list[str]:
+        return [binaries.find("prometheus"), f"--config.file={self.conf_path}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--storage.tsdb.retention.time={self.spec.retention}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle", "--log.level=warn"]
 
     def reload(self) -> None:
         """Re-render the config and ask the running server to load it (and the rule files)."""
@@ -244,9 +215,6 @@ class PrometheusServer:
         if resp.status_code != 200:
             raise ComponentFailed(self.name, f"reload failed: HTTP {resp.status_code} "
                                   f"{resp.text.strip()}", str(self.dir / "server.log"))
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"
 
     # -- queries ------------------------------------------------------------------------------
     def client(self, timeout: float = 5.0) -> PrometheusClient:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import redis
 
-from stack.runtime import binaries, ports
-from stack.errors import ComponentFailed
-from stack.runtime.processes import ManagedProcess
+from stack.runtime import binaries
+from stack.components.base import Component
 from stack.topology import RedisSpec
 
 
@@ -35,17 +34,17 @@ def render_config(port: int, data_dir: Path, spec: RedisSpec) -> str:
     ])
 
 
-class RedisServer:
+class RedisServer(Component):
     """One redis-server in the lab's run directory."""
 
     kind = "redis"
+    stop_order = 3  # after the replicas that use it
+    stop_signal = signal.SIGTERM  # redis shuts down cleanly on SIGTERM
 
     def __init__(self, name: str, run_dir: Path, port: int, spec: RedisSpec):
-        self.name = name
-        self.dir = Path(run_dir) / name
-        self.port = port
+        super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
+                         stop_timeout_s=spec.stop_timeout_s)
         self.spec = spec
-        self.proc: ManagedProcess | None = None
 
     @property
     def address(self) -> str:
@@ -60,19 +59,12 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=t,
                            socket_connect_timeout=t)
 
-    def start(self) -> ManagedProcess:
-        if ports.is_listening(self.port):
-            raise ComponentFailed(self.name, f"port {self.port} is already in use: stop what "
-                                  "listens there or pick another port")
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
+        super().prepare()
         self.conf_path.write_text(render_config(self.port, self.dir, self.spec))
-        self.proc = ManagedProcess(
-            self.name, [binaries.find("redis-server"), str(self.conf_path)],
-            self.dir / "server.log",
-            stop_signal=signal.SIGTERM,  # redis shuts down cleanly on SIGTERM
-            stop_timeout=self.spec.stop_timeout_s)
-        self.proc.start()
-        return self.proc
+
+    def argv(self) -> list[str]:
+        return [binaries.find("redis-server"), str(self.conf_path)]
 
     def ready(self) -> bool:
         """PING answers PONG."""
@@ -82,9 +74,3 @@ class RedisServer:
         except redis.RedisError:
             return False
 
-    def wait_ready(self) -> float:
-        assert self.proc is not None
-        return self.proc.wait_ready(self.ready, self.spec.start_deadline_s)
-
-    def stop(self) -> str:
-        return self.proc.stop() if self.proc else "not started"

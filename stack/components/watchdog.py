@@ -9,61 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from pathlib import Path
 
 from stack.components.daemon import LabDaemon, run_loop
-from stack.runtime.processes import ProcessRecord, _group_members
+from stack.runtime import procfs
+from stack.runtime.processes import ProcessRecord
 
 log = logging.getLogger(__name__)
 
 
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-
-
-def _descendants(pid: int) -> list[int]:
-    """The process and its descendants, from /proc/<pid>/task/<tid>/children (a few small
-    reads, where a scan of the whole process table reads every process on the machine)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE_MB
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def group_rss_mb(pgid: int) -> float:
     """Resident memory of every process in a group whose leader is `pgid`, in MB."""
-    if not os.path.exists(f"/proc/{pgid}/task/{pgid}/children"):  # no CONFIG_PROC_CHILDREN
-        return sum(_rss_mb(pid) for pid in _group_members(pgid))
-    return sum(_rss_mb(pid) for pid in _descendants(pgid) if _pgid(pid) == pgid)
+    tree = procfs.descendants(pgid)
+    if tree is None:  # no /proc/<pid>/task/<tid>/children here: scan the process table
+        return sum(procfs.rss_mb(pid) for pid in procfs.group_members(pgid))
+    return sum(procfs.rss_mb(pid) for pid in tree if procfs.pgid_of(pid) == pgid)
 
 
-def _pgid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[2])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class _State:
+class StateFile:
     """The lab's state file, parsed again only when it changed."""
 
     def __init__(self, path: Path):
@@ -80,9 +46,9 @@ class _State:
         return self._data
 
 
-def tick(state_path: Path | _State, limit_mb: float, kills_path: Path) -> list[str]:
+def tick(state_path: Path | StateFile, limit_mb: float, kills_path: Path) -> list[str]:
     """One pass over the lab's API replicas; returns the names it killed."""
-    state = (state_path if isinstance(state_path, _State) else _State(state_path)).read()
+    state = (state_path if isinstance(state_path, StateFile) else StateFile(state_path)).read()
     killed = []
     for name, comp in state.get("components", {}).items():
         if comp.get("kind") != "api" or not comp.get("process"):
@@ -123,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    state_path = _State(args.run_dir / "lab.json")
+    state_path = StateFile(args.run_dir / "lab.json")
     log.info("watching API replicas of %s: limit %.0f MB", args.run_dir, args.limit_mb)
     return run_loop(lambda: tick(state_path, args.limit_mb, args.run_dir / "oom-kills.jsonl"),
                     args.interval)

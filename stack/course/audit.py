@@ -21,9 +21,10 @@ import pandas as pd
 
 from stack.analysis import records as analysis
 from stack.errors import StackError
-from stack.course.week2 import _run_with_fault
+from stack.course.week2 import run_with_fault
 from stack.lab.lab import Lab
-from stack.components.nginx import PLAYBOOK, _children
+from stack.components.nginx import PLAYBOOK
+from stack.runtime.procfs import children, tcp_sockets, TCP_LISTEN
 from stack.topology import AFTER
 from stack.lab.traffic import Transactions
 
@@ -69,10 +70,8 @@ def _api_connections(api_ports: set[int]) -> dict[tuple[int, int], str]:
     """TCP connections on loopback with an API port at one end, keyed (api port, other port)
     so that both ends of one connection count once; value: the state seen."""
     conns: dict[tuple[int, int], str] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        f = line.split()
-        local, remote, state = int(f[1].split(":")[1], 16), int(f[2].split(":")[1], 16), f[3]
-        if state == "0A":  # listening
+    for local, remote, state, _ in tcp_sockets():
+        if state == TCP_LISTEN:
             continue
         if local in api_ports:
             key = (local, remote)
@@ -122,7 +121,7 @@ def restore(lab: Lab) -> None:
 def _traffic_run(lab: Lab, name: str, duration: float, at: float, fault, undo=None,
                  undo_at: float | None = None, idempotency_keys: bool = False,
                  rate: float = 40.0) -> pd.DataFrame:
-    df = _run_with_fault(lab, f"audit-{preset_of(lab)}-{name}", duration, at, fault, undo,
+    df = run_with_fault(lab, f"audit-{preset_of(lab)}-{name}", duration, at, fault, undo,
                          undo_at, rate=rate, idempotency_keys=idempotency_keys)
     return df[df["kind"] == "load"]
 
@@ -289,7 +288,7 @@ def per_worker_failure_counts(lab: Lab, n: int = 40, concurrency: int = 2) -> Au
     spreading the connections over the workers."""
     nginx, api1 = lab.component("nginx"), lab.apis[0]
     error_log = nginx.dir / "error.log"
-    workers = _children(nginx.proc.record.pid)
+    workers = children(nginx.proc.record.pid)
     tx = Transactions(lab.topology.postgres.n_customers, seed=1)
     bodies = [tx.next() for _ in range(n)]
     addr = f"127.0.0.1:{api1.port}"

@@ -30,7 +30,7 @@ def baseline(result: ScenarioResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["measure", result.topology]).set_index("measure")
 
 
-def _wall_offset(records: pd.DataFrame) -> float:
+def wall_offset(records: pd.DataFrame) -> float:
     """Unix time of the run's t = 0, from the records themselves."""
     return float((records["wall"] - records["t"]).median()) if len(records) else 0.0
 
@@ -69,7 +69,7 @@ def fault_damage(result: ScenarioResult, run_dir: str | Path | None = None,
     load = df[df["kind"] == "load"]
     probes = df[df["kind"] == "probe"]
     ev = sentry_events(run_dir) if run_dir else pd.DataFrame(columns=["wall"])
-    offset = _wall_offset(df)
+    offset = wall_offset(df)
     interval = result.scenario.traffic.probe_interval_s
     rows = []
     for f in result.faults:

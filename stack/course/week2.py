@@ -18,7 +18,7 @@ from stack.lab.traffic import Traffic
 log = logging.getLogger(__name__)
 
 
-def _run_with_fault(lab: Lab, name: str, duration: float, at: float, fault, undo=None,
+def run_with_fault(lab: Lab, name: str, duration: float, at: float, fault, undo=None,
                     undo_at: float | None = None, rate: float = 40.0,
                     idempotency_keys: bool = True, url: str | None = None) -> pd.DataFrame:
     """Traffic for `duration` s; `fault()` at `at` s, `undo()` at `undo_at` s."""
@@ -47,7 +47,7 @@ def primary_failover(lab: Lab, *, duration: float = 10.0, kill_at: float = 3.0,
         killed["wall"] = time.time()
         lab.component("postgres").proc.record.send(signal.SIGKILL)
 
-    df = _run_with_fault(lab, "primary-failover", duration, kill_at, kill, rate=rate)
+    df = run_with_fault(lab, "primary-failover", duration, kill_at, kill, rate=rate)
     load = df[df["kind"] == "load"]
     acked = load[load["status"] == 200]["request_id"].tolist()
     standby = lab.component("standby")
@@ -97,7 +97,7 @@ def redis_killed(lab: Lab, *, duration: float = 6.0, kill_at: float = 2.0,
     """SIGKILL Redis under traffic: the API bypasses the cache within its short timeout and
     reads features from Postgres instead of failing."""
     redis = lab.component("redis")
-    df = _run_with_fault(lab, "redis-killed", duration, kill_at,
+    df = run_with_fault(lab, "redis-killed", duration, kill_at,
                          lambda: redis.proc.record.send(signal.SIGKILL))
     after = _window(df, kill_at, duration)
     lab.restart("redis")
@@ -127,7 +127,7 @@ def sync_standby_lost(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
         standby.proc.record.send(signal.SIGKILL)
 
     try:
-        df = _run_with_fault(lab, f"sync-standby-lost{'' if with_manager else '-unmanaged'}",
+        df = run_with_fault(lab, f"sync-standby-lost{'' if with_manager else '-unmanaged'}",
                              duration, kill_at, kill, rate=rate)
     finally:
         manager.proc.resume()

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from stack.analysis import health, incident
-from stack.components.alerting import read_notifications
+from stack.analysis.notifications import read_notifications
 from stack.lab.lab import Lab
 from stack.lab.runner import ScenarioResult, run_scenario
 from stack.scenario import Scenario

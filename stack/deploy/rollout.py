@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from stack.errors import StackError
+from stack.errors import DeployError, StackError
 from stack.model.registry import deployed_record, set_deployed
 from stack.deploy.gate import SmokeReport, smoke_test
 
@@ -48,10 +48,6 @@ LOCK_FILE = "deploy.lock"
 VERIFY_DEADLINE_S = 10.0
 DRAIN_DEADLINE_S = 30.0
 ADMIN_TIMEOUT_S = 30.0  # staging loads a model file: seconds on a busy machine
-
-
-class DeployError(StackError):
-    """A deploy, rollback or rolling restart could not start (another one runs, no replicas)."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ import httpx
 
 from stack.runtime import ports
 from stack.components.apiserver import ApiReplica
+from stack.components.base import Component
 from stack.errors import LabStateError, StackError
 from stack.components.failover import FailoverManager
 from stack.components.nginx import NginxServer
@@ -35,10 +36,7 @@ from stack.components.watchdog import MemoryWatchdog
 log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
-# Stop from the front door inwards, so no component serves while what it needs is gone.
-_STOP_RANK = {"prometheus": -2, "alertmanager": -1, "webhook": -1, "probe": -1,
-              "nginx-exporter": -1, "postgres-exporter": -1, "redis-exporter": -1,
-              "nginx": 0, "api": 1, "watchdog": 2, "failover": 2, "redis": 3, "postgres": 4}
+DEFAULT_STOP_ORDER = 5  # a state file's component without one stops last
 
 
 def runs_root() -> Path:
@@ -96,7 +94,7 @@ class Lab:
         self.secrets = {role: secrets.token_urlsafe(18)
                         for role in (SUPERUSER, API_ROLE, REPLICATION_ROLE, BATCH_ROLE)}
         self.admin_token = secrets.token_urlsafe(24)
-        self.components: dict[str, Any] = {}
+        self.components: dict[str, Component] = {}
         self.timings: dict[str, float] = {}
         self._ports: set[int] = set()
         self._up = False
@@ -342,7 +340,9 @@ class Lab:
     def down(self) -> float:
         """Stop every component, newest first; safe to call twice. Returns the seconds taken."""
         t0 = time.monotonic()
-        for comp in sorted(self.components.values(), key=lambda c: _STOP_RANK.get(c.kind, 5)):
+        # from the front door inwards (each component knows its place): nothing serves while
+        # what it needs is already gone
+        for comp in sorted(self.components.values(), key=lambda c: c.stop_order):
             try:
                 how = comp.stop()
                 log.debug("%s: %s", comp.name, how)
@@ -393,20 +393,7 @@ class Lab:
 
     # -- state ----------------------------------------------------------------------------
     def _write_state(self, status: str) -> None:
-        comps = {}
-        for name, comp in self.components.items():
-            rec = comp.proc.record if comp.proc and comp.proc.record else None
-            comps[name] = {
-                "kind": comp.kind, "address": comp.address, "port": comp.port,
-                "stop_signal": int(comp.proc.stop_signal) if comp.proc else int(signal.SIGTERM),
-                "stop_timeout": comp.proc.stop_timeout if comp.proc else 5.0,
-                "process": rec.to_dict() if rec else None,
-            }
-            if isinstance(comp, ApiReplica):
-                comps[name]["admin_url"] = comp.admin_url
-                comps[name]["admin_port"] = comp.admin_port
-            if isinstance(comp, NginxServer):
-                comps[name]["status_port"] = comp.status_port
+        comps = {name: comp.state() for name, comp in self.components.items()}
         state = {
             "status": status, "run_dir": str(self.run_dir), "owner_pid": os.getpid(),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -470,7 +457,8 @@ def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     results = []
-    for name, comp, rec in sorted(_records(state), key=lambda r: _STOP_RANK.get(r[1]["kind"], 5)):
+    for name, comp, rec in sorted(_records(state),
+                                  key=lambda r: r[1].get("stop_order", DEFAULT_STOP_ORDER)):
         how = rec.stop(stop_signal=comp.get("stop_signal", signal.SIGTERM),
                        timeout=comp.get("stop_timeout", 5.0)) if rec.group_alive() else "gone"
         results.append((name, how))

@@ -28,7 +28,8 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
-from stack.lab.traffic import LATE_S, STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
+from stack.analysis.fields import LATE_S
+from stack.lab.traffic import STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
 
 
 def classify(exc: BaseException) -> str:

@@ -27,19 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from stack.analysis.fields import behind_note
 from stack.errors import ConfigError, StackError
 
 log = logging.getLogger(__name__)
 
-LATE_S = 0.1  # a request leaving this late means the client, not the server, fell behind
-CLIENT_BEHIND_FRACTION = 0.01  # more late requests than this: the run proves nothing
 START_DEADLINE_S = 20.0  # for the client's process to start its clock
 STALE_CONNECTION_ATTEMPTS = 3  # tries of a keyed POST whose connection closes before an answer
 
-RECORD_FIELDS = ("kind", "t", "wall", "latency_s", "lag_s", "status", "error", "backend",
-                 "request_id")
-ERROR_KINDS = ("http_4xx", "http_5xx", "timeout", "connect", "read", "protocol",
-               "client_overload")
 CATEGORIES = ("grocery", "restaurants", "fuel", "travel", "electronics", "gaming", "gift_cards",
               "other")
 CATEGORY_WEIGHTS = (0.30, 0.18, 0.14, 0.06, 0.08, 0.06, 0.04, 0.14)
@@ -74,15 +69,6 @@ class TrafficResult:
     def client_note(self) -> str:
         """Why a verdict on this run is INCONCLUSIVE ("" when the client kept up)."""
         return behind_note(self.load_late, self.load_sent)
-
-
-def behind_note(late: int, sent: int) -> str:
-    """"" when the client kept its schedule, else the line that makes a verdict INCONCLUSIVE:
-    more than 1% of the load requests left LATE_S late or not at all."""
-    if late <= CLIENT_BEHIND_FRACTION * max(sent, 1):
-        return ""
-    return (f"the load client fell behind: {late} of {sent} requests left {LATE_S:g} s late "
-            "or not at all, so the failures may be the client's")
 
     @property
     def probes_failed(self) -> int:

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stack.errors import ModelRejected
+from stack.errors import ModelRejected, NotExportable
 from stack.model.features import FEATURE_NAMES
-from stack.model.trees import NotExportable, TreeEnsemble, probe_rows
+from stack.model.trees import TreeEnsemble, probe_rows
 
 if TYPE_CHECKING:
     from threadpoolctl import ThreadpoolController

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from stack.errors import NotExportable
 
 FORMAT_VERSION = 1
 # arrays in the file, and their dtypes there (indices are widened to intp on load)
@@ -26,10 +27,6 @@ _FILE_DTYPES = {
     "missing_go_to_left": np.uint8, "value": np.float64, "roots": np.int32,
 }
 _ROW_CHUNK = 256  # rows scored per step: (rows x trees) temporaries that stay in cache
-
-
-class NotExportable(ValueError):
-    """The estimator is not one TreeEnsemble can reproduce exactly (see from_sklearn)."""
 
 
 class TreeEnsemble:

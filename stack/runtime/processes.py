@@ -19,60 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 from stack.errors import ComponentFailed
+from stack.runtime.procfs import group_and_descendants, group_members, start_time
 
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], bool]
-
-
-def _start_time(pid: int) -> int | None:
-    """The kernel's start time of a process (clock ticks since boot), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name may hold spaces or parentheses: fields start after the last ')'
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has finished; only its parent's wait is missing
-        return None
-    return int(fields[19])
-
-
-def _process_table() -> list[tuple[int, int, int]]:
-    """(pid, ppid, pgid) of every live process (Linux /proc)."""
-    table = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            table.append((int(entry.name), int(fields[1]), int(fields[2])))
-    return table
-
-
-def _group_members(pgid: int) -> list[int]:
-    """PIDs of live processes in a process group."""
-    return [pid for pid, _, group in _process_table() if group == pgid]
-
-
-def _group_and_descendants(pgid: int) -> tuple[list[int], list[int]]:
-    """The group's members, and their descendants that left the group (Postgres makes each
-    backend the leader of a group of its own, so signalling the postmaster's group misses them)."""
-    table = _process_table()
-    members = [pid for pid, _, group in table if group == pgid]
-    children: dict[int, list[int]] = {}
-    for pid, ppid, group in table:
-        if group != pgid:
-            children.setdefault(ppid, []).append(pid)
-    found, todo = [], list(members)
-    while todo:
-        for child in children.pop(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return members, found
 
 
 def tail(path: str | Path, lines: int = 15) -> str:
@@ -100,7 +51,7 @@ class ProcessRecord:
 
     def is_ours(self) -> bool:
         """The leader is alive and is the very process the lab started."""
-        return _start_time(self.pid) == self.start_time
+        return start_time(self.pid) == self.start_time
 
     def group_alive(self) -> bool:
         """Any process of the lab's group is still running.
@@ -108,10 +59,10 @@ class ProcessRecord:
         Linux never hands out a PID while a process group of that number exists, so members
         of the group are the lab's as long as the leader is ours or gone.
         """
-        leader = _start_time(self.pgid)
+        leader = start_time(self.pgid)
         if leader is not None and leader != self.start_time:
             return False  # the number now belongs to a different process
-        return bool(_group_members(self.pgid))
+        return bool(group_members(self.pgid))
 
     def send(self, sig: int) -> bool:
         """Send a signal to the whole group; False when nothing of ours is left."""
@@ -170,7 +121,7 @@ class ProcessRecord:
     def _send_all(self, sig: int) -> bool:
         if not self.send(sig):
             return False
-        _, descendants = _group_and_descendants(self.pgid)
+        _, descendants = group_and_descendants(self.pgid)
         for pid in descendants:
             try:
                 os.kill(pid, sig)
@@ -222,7 +173,7 @@ class ManagedProcess:
                 raise ComponentFailed(self.name, f"could not execute {self.argv[0]}: {exc}",
                                       str(self.log_path)) from exc
         pid = self.popen.pid
-        started = _start_time(pid)
+        started = start_time(pid)
         self.record = ProcessRecord(self.name, pid, pid, started or 0, str(self.log_path))
         return self.record
 
