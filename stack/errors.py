@@ -105,3 +105,12 @@ class ExerciseFailed(StackError):
 
 class NotExportable(StackError, ValueError):
     """The estimator is not one TreeEnsemble can reproduce exactly (see from_sklearn)."""
+
+
+class EventFieldError(StackError, ValueError):
+    """A scenario event's field is inconsistent with the scenario (raised inside validation,
+    where `loc` points the file's line finder at the event's field)."""
+
+    def __init__(self, index: int, field: str, msg: str):
+        super().__init__(msg)
+        self.loc = ("events", index, field)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stack.errors import ConfigError
+from stack.errors import ConfigError, EventFieldError
 
 
 class _Strict(BaseModel):
@@ -50,7 +50,7 @@ class Scenario(_Strict):
     def _events_fit(self) -> "Scenario":
         for i, ev in enumerate(self.events):
             if ev.at >= self.duration_s:
-                raise _EventError(i, "at", f"at {ev.at:g} s is after the scenario ends "
+                raise EventFieldError(i, "at", f"at {ev.at:g} s is after the scenario ends "
                                   f"(duration_s {self.duration_s:g})")
         return self
 
@@ -68,12 +68,6 @@ class Scenario(_Strict):
                 ev["duration"] *= factor
         data["on_call_response_s"] *= factor
         return Scenario.model_validate(data)
-
-
-class _EventError(ValueError):
-    def __init__(self, index: int, field: str, msg: str):
-        super().__init__(msg)
-        self.loc = ("events", index, field)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
@@ -113,7 +107,7 @@ def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] 
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _EventError):
+        if isinstance(ctx_err, EventFieldError):
             loc, msg = ctx_err.loc, str(ctx_err)
         else:
             msg = err["msg"]
