@@ -2,7 +2,9 @@
 
 For /predict on the BEFORE lab at a fixed arrival rate: p50, p99 and throughput through HTTP,
 beside the floor, the bare in-process cost of the same requests' feature lookup plus
-model.predict, measured in the same run against the same Postgres.
+model.predict, measured in the same run against the same Postgres. On the AFTER lab: nginx
+against a replica called directly, and the CPU each process spends per request (from /proc),
+the load client's included, with a replica restarted under the traffic.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from stack.analysis import records as analysis
 from stack.lab.lab import Lab
 from stack.lab.traffic import Traffic, Transactions
+from stack.runtime import procfs
 
 
 def measure_floor(lab: Lab, n: int = 500, seed: int = 1) -> list[float]:
@@ -94,6 +97,46 @@ def run_after(rate: float = 50.0, duration: float = 15.0) -> dict:
             "direct_p99_ms": f["direct"][1], "ratio": f["nginx"][0] / f["direct"][0]}
 
 
+def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
+    """CPU milliseconds per request of every AFTER component and of the load client, at an
+    open-loop rate, with api1 restarted halfway (its restart-to-ready is reported too)."""
+    with Lab("after") as lab:
+        groups = {name: comp.proc.record.pgid for name, comp in lab.components.items()
+                  if comp.proc and comp.proc.record}
+        before = {name: procfs.group_cpu_seconds(pgid) for name, pgid in groups.items()}
+        with Traffic(lab.public_url, lab.run_dir, rate=rate, duration=duration, name="bench-cpu",
+                     progress=False, idempotency_keys=True) as traffic:
+            while traffic.elapsed < duration / 2:
+                time.sleep(0.05)
+            api1_cpu = procfs.group_cpu_seconds(groups["api1"])  # the old process's share
+            restart_s = lab.restart("api1")
+            groups["api1"] = lab.components["api1"].proc.record.pgid
+            before["api1"] -= api1_cpu  # the new process starts from 0
+            result = traffic.wait()
+        after = {name: procfs.group_cpu_seconds(pgid) for name, pgid in groups.items()}
+    n = max(result.load_sent, 1)
+    per_request = {name: 1000 * (after[name] - before[name]) / n for name in groups}
+    return {"rate": rate, "duration_s": duration, "requests": result.load_sent,
+            "failed": result.load_failed, "late": result.load_late,
+            "client_ms": 1000 * result.client_cpu_s / n, "components_ms": per_request,
+            "restart_s": restart_s}
+
+
+def report_cpu(f: dict) -> str:
+    comps = f["components_ms"]
+    total = sum(comps.values()) + f["client_ms"]
+    lines = [f"AFTER lab, CPU per request at {f['rate']:g} req/s for {f['duration_s']:g} s "
+             f"({f['requests']} requests, {f['failed']} failed, {f['late']} sent late; "
+             "api1 restarted halfway):"]
+    lines += [f"  {name:<12} {ms:6.2f} ms" for name, ms in sorted(comps.items())]
+    lines += [f"  {'load client':<12} {f['client_ms']:6.2f} ms   (its own process, start-up "
+              "included)",
+              f"  {'total':<12} {total:6.2f} ms   = {total * f['rate'] / 10:.0f}% of one core",
+              f"  api1 restart to ready under the traffic: {f['restart_s']:.2f} s "
+              "(target: within 2 s)"]
+    return "\n".join(lines)
+
+
 def report_after(f: dict) -> str:
     return "\n".join([
         f"AFTER lab, POST /predict at {f['rate']:g} req/s, {f['duration_s']:g} s each way:",
@@ -125,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     text = report(run(args.rate, args.duration))
     print(text, flush=True)
     after = report_after(run_after(args.rate, args.duration))
-    print(after)
+    print(after, flush=True)
+    cpu = report_cpu(run_cpu(80.0, args.duration))
+    print(cpu)
     out = Path("reports")
     out.mkdir(exist_ok=True)
-    (out / "bench.txt").write_text(text + "\n" + after + "\n")
+    (out / "bench.txt").write_text(text + "\n" + after + "\n" + cpu + "\n")
     return 0
 
 

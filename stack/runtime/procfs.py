@@ -31,6 +31,24 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process, user and system, its reaped children's included (a Postgres
+    backend that exited counts for the postmaster that waited for it); 0 if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of a process group and of the descendants that left it."""
+    members, descendants = group_and_descendants(pgid)
+    return sum(cpu_seconds(pid) for pid in members + descendants)
+
+
 def pgid_of(pid: int) -> int | None:
     fields = _stat_fields(pid)
     return int(fields[2]) if fields else None
