@@ -52,16 +52,15 @@ class ApiReplica(Component):
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def write_settings(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / "settings.json"
-        path.write_text(json.dumps(self.settings, indent=2))
-        path.chmod(0o600)  # it holds the admin token and the database password
-        return path
-
     @property
     def settings_path(self) -> Path:
         return self.dir / "settings.json"
+
+    def write_settings(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.settings_path.write_text(json.dumps(self.settings, indent=2))
+        self.settings_path.chmod(0o600)  # it holds the admin token and the database password
+        return self.settings_path
 
     def own_ports(self) -> list[int]:
         return [self.port, self.admin_port]
