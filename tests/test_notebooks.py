@@ -34,3 +34,19 @@ def test_notebook_runs_end_to_end(notebook: Path, tmp_path: Path, runs_root: Pat
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                    for o in c.get("outputs", []) if o.get("output_type") == "stream")
     assert "lab down: PASS" in text, "every notebook tears its lab down"
+
+
+@pytest.mark.parametrize("notebook", notebooks(ROOT), ids=lambda p: p.parent.name)
+def test_committed_notebook_shows_its_figures_and_no_frozen_widgets(notebook: Path):
+    """Every figure output holds a picture (not only "<Figure size ...>"), and no progress
+    widget is stored (it would show frozen at its first state)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    data = [o.get("data", {}) for o in outputs]
+    figures = [d for d in data if str(d.get("text/plain", "")).startswith("<Figure")]
+    assert all("image/png" in d for d in figures), "a figure is stored as text only"
+    assert not any("application/vnd.jupyter.widget-view+json" in d for d in data)
+    if "figure" in notebook.read_text():
+        assert figures, "the notebook draws figures but stores none"

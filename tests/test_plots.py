@@ -83,3 +83,16 @@ def test_availability_bars(tmp_path):
     ax = fig.axes[0]
     low, high = ax.get_ylim()
     assert low < 98.71 and high > 100
+
+
+def test_a_returned_figure_shows_as_a_png_in_ipython():
+    """Without pyplot a Figure has no image formatter; the package registers one."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        fig = timeline_figure(synthetic_run(), faults=FAULTS, title="run")
+        data, _ = shell.display_formatter.format(fig)
+        assert data["image/png"].startswith(PNG)
+    finally:
+        InteractiveShell.clear_instance()

@@ -66,16 +66,19 @@ def _legend(fmt: str, row: pd.Series) -> str:
 
 
 def figure(prom: RangeQueryable, start: float, end: float, step: float = 1.0,
-           s: SloSettings = SloSettings(), t0: float | None = None):
-    """All panels in one matplotlib Figure; x is seconds since t0 (default: start)."""
-    import matplotlib
+           s: SloSettings = SloSettings(), t0: float | None = None, *,
+           path: str | Path | None = None):
+    """All panels in one matplotlib Figure (saved to `path` if given, a picture in a
+    notebook); x is seconds since t0 (default: start)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from stack.analysis.plots import finish
 
     t0 = start if t0 is None else t0
     ps = panels(s)
-    fig, axes = plt.subplots(3, 2, figsize=(12, 9), sharex=True)
+    fig = Figure(figsize=(12, 9))
+    axes = fig.subplots(3, 2, sharex=True)
     for ax, panel in zip(axes.flat, ps):
         for target in panel.targets:
             df = prom.query_range(target.expr, start, end, step)
@@ -88,14 +91,14 @@ def figure(prom: RangeQueryable, start: float, end: float, step: float = 1.0,
                 ax.plot(grp["t"] - t0, grp["value"], label=_legend(target.legend, row))
         ax.set_title(panel.title)
         if panel.unit == "percentunit":
-            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         if ax.lines:
             ax.legend(fontsize="small", loc="best")
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("seconds")
     fig.tight_layout()
-    return fig
+    return finish(fig, path)
 
 
 def grafana_dashboard(s: SloSettings = SloSettings()) -> dict:

@@ -1,10 +1,13 @@
 """Figures of a traffic run: throughput and latency over time, before/after, availability.
 
 Figures are built with `matplotlib.figure.Figure` (no pyplot state), so they work headless and
-are not kept alive by pyplot; Jupyter shows a returned Figure inline.
+are not kept alive by pyplot. Such a Figure has no image formatter in Jupyter (a notebook would
+store only "<Figure size ...>"), so `finish` registers a PNG one with IPython, where it runs:
+every figure the package returns then shows as a picture, in JupyterLab and in the HTML.
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 from pathlib import Path
@@ -22,12 +25,33 @@ log = logging.getLogger(__name__)
 Faults = Sequence[Mapping[str, object]]
 OK_COLOR, FAIL_COLOR, FAULT_COLOR = "#4c9a5b", "#d62728", "#ff9f1c"
 P50_COLOR, P99_COLOR = "#1f77b4", "#9467bd"
+DPI = 110
 
 
-def _save(fig: Figure, path: str | Path | None) -> Figure:
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _show_as_png_in_ipython() -> None:
+    """Register the PNG formatter for Figures with the running IPython (once; a no-op outside
+    IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, _png)
+
+
+def finish(fig: Figure, path: str | Path | None = None) -> Figure:
+    """Save the figure to `path` (if given) and make it show as a picture in a notebook."""
+    _show_as_png_in_ipython()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
         log.info("saved figure %s", path)
     return fig
 
@@ -110,7 +134,7 @@ def timeline_figure(df: pd.DataFrame, faults: Faults | None = None, title: str =
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return finish(fig, path)
 
 
 def compare_timelines(dfs: Mapping[str, pd.DataFrame],
@@ -138,7 +162,7 @@ def compare_timelines(dfs: Mapping[str, pd.DataFrame],
         axes[1, 0].set_ylim(*limits)
     for ax in axes[:, -1]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
-    return _save(fig, path)
+    return finish(fig, path)
 
 
 def availability_bars(results: Mapping[str, float], slo: float = 0.999, *, title: str = "",
@@ -170,4 +194,4 @@ def availability_bars(results: Mapping[str, float], slo: float = 0.999, *, title
     ax.grid(True, axis="y", alpha=0.3, lw=0.5)
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return finish(fig, path)

@@ -223,7 +223,8 @@ class Traffic:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True,
                 bufsize=1, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if self.progress:
-            from tqdm.auto import tqdm
+            # a text bar: a notebook widget would be stored frozen at its first state
+            from tqdm import tqdm
             self._bar = tqdm(total=int(math.ceil(self.duration)), unit="s", desc=self.name)
         self._reader = threading.Thread(target=self._read, name=f"traffic-{self.name}",
                                         daemon=True)
