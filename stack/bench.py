@@ -4,14 +4,18 @@ For /predict on the BEFORE lab at a fixed arrival rate: p50, p99 and throughput 
 beside the floor, the bare in-process cost of the same requests' feature lookup plus
 model.predict, measured in the same run against the same Postgres. On the AFTER lab: nginx
 against a replica called directly, and the CPU each process spends per request (from /proc),
-the load client's included, with a replica restarted under the traffic.
+the load client's included, with a replica restarted under the traffic; the AFTER lab's
+throughput at 500 req/s; the load client's own capacity on one core against a static nginx;
+and the no-fault AFTER lab beside a busy loop.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +24,9 @@ import numpy as np
 from stack.analysis import records as analysis
 from stack.lab.lab import Lab
 from stack.lab.traffic import Traffic, Transactions
-from stack.runtime import procfs
+from stack.runtime import binaries, procfs
+from stack.runtime.ports import free_port, is_listening
+from stack.runtime.processes import ManagedProcess
 
 
 def measure_floor(lab: Lab, n: int = 500, seed: int = 1) -> list[float]:
@@ -139,6 +145,84 @@ def report_cpu(f: dict) -> str:
     return "\n".join(lines)
 
 
+def run_throughput(rate: float = 500.0, duration: float = 20.0) -> dict:
+    """The AFTER lab through nginx at an open-loop rate, every prediction committed on the
+    primary and its synchronous standby: what was answered, and how fast."""
+    with Lab("after") as lab:
+        with Traffic(lab.public_url, lab.run_dir, rate=rate, duration=duration,
+                     name="bench-throughput", progress=False, idempotency_keys=True) as traffic:
+            result = traffic.wait()
+    df = analysis.load_records(result.path)
+    lat = analysis.latency_percentiles(df, ok_only=True)
+    return {"rate": rate, "duration_s": duration, "requests": result.load_sent,
+            "ok": result.load_ok, "late": result.load_late, "p50_ms": lat["p50"],
+            "p99_ms": lat["p99"], "ok_per_s": result.load_ok / duration,
+            "client_note": result.client_note()}
+
+
+def report_throughput(f: dict) -> str:
+    line = (f"AFTER lab throughput at {f['rate']:g} req/s for {f['duration_s']:g} s through "
+            f"nginx: {f['ok']} of {f['requests']} ok = {f['ok_per_s']:.0f} ok/s, p50 "
+            f"{f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, {f['late']} sent late "
+            "(target: at least 500 req/s)")
+    return line + (f"\n  {f['client_note']}" if f["client_note"] else "")
+
+
+_STATIC_NGINX = """daemon off;
+worker_processes 1;
+pid nginx.pid;
+error_log error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path client_body_temp;
+    server {{
+        listen 127.0.0.1:{port};
+        keepalive_requests 1000000;
+        location / {{ default_type application/json; return 200 '{{"request_id": "bench"}}'; }}
+    }}
+}}
+"""
+
+
+def run_client(rate: float = 1000.0, duration: float = 10.0, cpu: int | None = None) -> dict:
+    """The load client alone, pinned to one core, against an nginx that answers every request
+    with a fixed body: how many requests a second it holds open loop, and at what CPU cost."""
+    cores = sorted(os.sched_getaffinity(0))
+    cpu = cores[-1] if cpu is None else cpu
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        port = free_port()
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(_STATIC_NGINX.format(port=port))
+        nginx = ManagedProcess("bench-nginx", [binaries.find("nginx"), "-p", f"{tmp}/", "-c",
+                                               str(conf)], Path(tmp) / "nginx.log")
+        nginx.start()
+        try:
+            nginx.wait_ready(lambda: is_listening(port), 10.0)
+            os.sched_setaffinity(0, {cpu})  # the client's process inherits this one core
+            try:
+                with Traffic(f"http://127.0.0.1:{port}", tmp, rate=rate, duration=duration,
+                             name="bench-client", progress=False,
+                             idempotency_keys=True) as traffic:
+                    result = traffic.wait()
+            finally:
+                os.sched_setaffinity(0, cores)
+        finally:
+            nginx.stop()
+    n = max(result.load_sent, 1)
+    return {"rate": rate, "duration_s": duration, "cpu": cpu, "requests": result.load_sent,
+            "ok": result.load_ok, "late": result.load_late,
+            "late_fraction": result.load_late / n, "client_ms": 1000 * result.client_cpu_s / n,
+            "core_share": result.client_cpu_s / duration}
+
+
+def report_client(f: dict) -> str:
+    return (f"Load client alone on core {f['cpu']}, {f['rate']:g} req/s open loop for "
+            f"{f['duration_s']:g} s against a static nginx: {f['ok']} of {f['requests']} ok, "
+            f"{f['late']} sent late ({f['late_fraction']:.2%}; target under 1%), "
+            f"{f['client_ms']:.2f} ms CPU per request = {f['core_share']:.0%} of its core")
+
+
 def run_noisy(rate: float = 100.0, duration: float = 20.0) -> dict:
     """The noisy neighbour: the AFTER lab with no fault at the course's highest rate, while
     one busy loop at normal priority (a process of this bench, ended by its PID) takes a core,
@@ -202,11 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     print(after, flush=True)
     cpu = report_cpu(run_cpu(80.0, args.duration))
     print(cpu, flush=True)
+    throughput = report_throughput(run_throughput(500.0, args.duration))
+    print(throughput, flush=True)
+    client = report_client(run_client(1000.0, 10.0))
+    print(client, flush=True)
     noisy = report_noisy(run_noisy(100.0, args.duration))
     print(noisy)
     out = Path("reports")
     out.mkdir(exist_ok=True)
-    (out / "bench.txt").write_text("\n".join([text, after, cpu, noisy]) + "\n")
+    (out / "bench.txt").write_text("\n".join([text, after, cpu, throughput, client, noisy])
+                                   + "\n")
     return 0
 
 

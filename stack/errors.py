@@ -90,9 +90,11 @@ class SlotError(StackError):
 class ApiError(StackError):
     """An expected failure answered as JSON `{"error": ..., "detail": ...}`."""
 
-    def __init__(self, status_code: int, error: str, detail: object = None):
+    def __init__(self, status_code: int, error: str, detail: object = None,
+                 headers: dict[str, str] | None = None):
         super().__init__(f"{status_code} {error}: {detail}")
         self.status_code, self.error, self.detail = status_code, error, detail
+        self.headers = headers or {}
 
 
 class ExerciseFailed(StackError):

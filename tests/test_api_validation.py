@@ -121,6 +121,7 @@ def test_valid_request_with_down_database_is_503(client):
     assert body["error"] == "database_unavailable"
     assert body["detail"]
     assert response.headers["x-backend"] == "api1"
+    assert response.headers["retry-after"] == "1"  # when a keyed retry is worth trying
 
 
 def test_bad_idempotency_key_is_refused(client):

@@ -49,7 +49,7 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
 
 async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
     return JSONResponse({"error": exc.error, "detail": exc.detail},
-                        status_code=exc.status_code)
+                        status_code=exc.status_code, headers=exc.headers or None)
 
 
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+DB_RETRY_AFTER_S = 1  # what a 503 for an unavailable database tells the client to wait
+
 
 class Prediction(BaseModel):
     request_id: str
@@ -84,9 +86,8 @@ def predict(
     request_id = key or uuid.uuid4()
     inputs = txn.model_dump()
     try:
-        if key is not None and (row := db.fetch_prediction(st.pool, key)) is not None:
-            st.metrics.predictions.labels("ok").inc()
-            return _stored(row, inputs)
+        # No look-up of the key first: the insert below finds a repeated key by its
+        # conflict, which saves a round trip on every first attempt (nearly all requests).
         customer = _customer(st, txn.customer_id)
         if customer is None:
             st.metrics.predictions.labels("unknown_customer").inc()
@@ -95,7 +96,8 @@ def predict(
         score = _score(st, model, inputs, customer)
         if not db.insert_prediction(st.pool, request_id, txn.customer_id, inputs, score,
                                     model.version, st.settings.name):
-            # Another request with the same key won the race: answer with its result.
+            # The key was used before (a retry, or a request racing with it): answer with
+            # the stored result, never a second prediction.
             row = db.fetch_prediction(st.pool, request_id)
             if row is None:
                 raise ApiError(503, "database_unavailable", "prediction vanished after insert")
@@ -105,7 +107,10 @@ def predict(
         st.metrics.predictions.labels("db_error").inc()
         log.warning("database error on /predict: %s", db.describe_error(exc))
         st.reporter.report(exc, cause="database", route="/predict")
-        raise ApiError(503, "database_unavailable", db.describe_error(exc)) from exc
+        # Retry-After: a failover or a database restart is seconds away from being over;
+        # clients (and the lab's load client) with an Idempotency-Key retry safely after it.
+        raise ApiError(503, "database_unavailable", db.describe_error(exc),
+                       headers={"Retry-After": str(DB_RETRY_AFTER_S)}) from exc
     st.metrics.predictions.labels("ok").inc()
     return Prediction(request_id=str(request_id), score=score, model_version=model.version,
                       replica=st.settings.name)

@@ -47,6 +47,7 @@ def serve(settings: ApiSettings) -> None:
     sockets = [bind_socket(settings.host, settings.port),
                bind_socket(settings.host, settings.admin_port)]
     config = uvicorn.Config(create_app(settings), log_level="info", access_log=False,
+                            loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on",
                             timeout_keep_alive=API_KEEP_ALIVE_S)
     log.info("%s listening on %s:%d (admin %d)", settings.name, settings.host, settings.port,

@@ -349,8 +349,7 @@ class Traffic:
         log.info("traffic %s done: load %d/%d ok, probes %d/%d ok", self.name, result.load_ok,
                  result.load_sent, result.probes_ok, result.probes_sent)
         if result.client_behind:
-            log.warning("traffic %s: %s; its failures may be the client's, not the server's",
-                        self.name, result.client_note())
+            log.warning("traffic %s: %s", self.name, result.client_note())
 
     def _update_bar(self) -> None:
         if self._bar is None:
