@@ -14,7 +14,7 @@ system:
 	@bash scripts/setup-system.sh
 
 $(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || "$$(bash scripts/pick-python.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name uptime-playbook --display-name "Uptime playbook"

@@ -19,7 +19,13 @@ have prometheus-alertmanager || missing+=(prometheus-alertmanager)
 have prometheus-nginx-exporter || missing+=(prometheus-nginx-exporter)
 have prometheus-postgres-exporter || missing+=(prometheus-postgres-exporter)
 have prometheus-redis-exporter || missing+=(prometheus-redis-exporter)
+have etcd || missing+=(etcd-server)  # Patroni's leader lock lives in etcd
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# As root the venv may be made with the system's Python (scripts/pick-python.sh says why).
+if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ]; then
+  { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1; } \
+    || missing+=(python3-venv)
+fi
 
 case "$(uname -s)" in
   Darwin)

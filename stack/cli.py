@@ -33,6 +33,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _print_status(run_dir: Path) -> None:
     for row in component_status(run_dir / "lab.json"):
         state = "ready" if row["ready"] else ("running, not ready" if row["running"] else "stopped")
+        if "role" in row:  # a Patroni node: its role and timeline, as Patroni sees them
+            state += f", {row['role']}, timeline {row['timeline']}"
         print(f"  {row['component']:<18} pid {row['pid']:<8} {row['address']:<32} {state}")
 
 

@@ -26,7 +26,7 @@ class Check:
 
 PROGRAMS = ["postgres", "initdb", "pg_basebackup", "nginx", "redis-server", "prometheus",
             "promtool", "prometheus-alertmanager", "prometheus-nginx-exporter",
-            "prometheus-postgres-exporter", "prometheus-redis-exporter"]
+            "prometheus-postgres-exporter", "prometheus-redis-exporter", "etcd"]
 MIN_MEMORY_GB = 2.0
 MIN_DISK_GB = 2.0
 
@@ -74,6 +74,37 @@ def check_ports(n: int = 20) -> Check:
                      "something holds the ephemeral port range: stop other servers")
 
 
+def check_patroni() -> Check:
+    """Patroni in the virtual environment, runnable by the user Postgres runs as (it starts
+    Postgres itself, so as root it runs as that user too)."""
+    import subprocess
+    import sys
+
+    try:
+        import patroni  # noqa: F401
+    except ImportError:
+        return Check("patroni", False, "not installed in this Python", "run `make setup`")
+    from stack.components.postgres import os_user
+
+    try:
+        user = os_user()
+    except StackError as exc:
+        return Check("patroni", False, str(exc), "run `make setup`")
+    fix = ("remove .venv and run `make setup` (scripts/pick-python.sh picks a Python that "
+           "user can run)")
+    try:
+        res = subprocess.run([sys.executable, "-c", "import patroni, psycopg"], user=user,
+                             capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        return Check("patroni", False, f"user '{user}' cannot run {sys.executable}: {exc}", fix)
+    if res.returncode != 0:
+        last = (res.stderr or res.stdout).strip().splitlines()[-1:]
+        return Check("patroni", False, f"user '{user or 'you'}' cannot import Patroni with "
+                     f"{sys.executable}: {' '.join(last)}", fix)
+    from patroni.version import __version__
+    return Check("patroni", True, f"{__version__} runs as '{user or 'you'}'")
+
+
 def check_postgres_user() -> Check:
     if os.geteuid() != 0:
         return Check("postgres user", True, "not root: Postgres runs as you")
@@ -110,7 +141,8 @@ def run(smoke: bool = True) -> list[Check]:
     from stack.lab.lab import runs_root
 
     checks = check_programs()
-    checks += [check_memory(), check_disk(runs_root()), check_ports(), check_postgres_user()]
+    checks += [check_memory(), check_disk(runs_root()), check_ports(), check_postgres_user(),
+               check_patroni()]
     if smoke:
         checks.append(check_smoke_lab())
     return checks

@@ -41,7 +41,8 @@ class ApiSpec(_Spec):
 
 
 class PostgresSpec(_Spec):
-    """Postgres primary, and optionally a streaming-replication standby."""
+    """Postgres primary, and optionally a streaming-replication standby. With a standby the
+    pair is run by Patroni over etcd (its leader lock decides the primary)."""
 
     standby: bool = False
     synchronous: bool = False
@@ -50,7 +51,6 @@ class PostgresSpec(_Spec):
     n_customers: int = Field(2000, ge=10, le=1_000_000)
     # the role batch jobs connect as; a limit keeps them from taking the API's slots
     batch_connection_limit: int = Field(-1, ge=-1, le=1000)  # -1: no limit
-    failover_grace_s: float = Field(1.0, gt=0, le=60)
 
 
 class RedisSpec(_Spec):

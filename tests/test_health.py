@@ -78,3 +78,14 @@ def test_state_queries_prometheus():
     assert st.color == "red"
     assert st.values["p99_s"] is None  # NaN: no data
     assert any("api2" in r for r in st.reasons)
+
+
+def test_database_nodes_from_patroni():
+    both = {"pg1": (True, True), "pg2": (True, False)}
+    assert classify(CLEAN, 0.12, UP, 1.0, db_nodes=both).color == "green"
+    one_lost = {"pg1": (True, True), "pg2": (False, False)}
+    st = classify(CLEAN, 0.12, UP, 1.0, db_nodes=one_lost)
+    assert st.color == "yellow" and "database node down: pg2" in str(st)
+    no_leader = {"pg1": (False, False), "pg2": (True, False)}
+    st = classify(CLEAN, 0.12, UP, 1.0, db_nodes=no_leader)
+    assert st.color == "red" and "no database primary" in str(st)

@@ -31,6 +31,7 @@ class FakeAPI(ThreadingHTTPServer):
         self.released = threading.Event()
         self.idempotency_keys: list[str] = []
         self.drop_posts = 0  # close this many POSTs' connections without an answer
+        self.unavailable_posts = 0  # answer this many POSTs 503 with Retry-After: 0.2
         self.n = 0
 
     @property
@@ -82,6 +83,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.drop_posts > 0:
             self.server.drop_posts -= 1
             self.close_connection = True  # like a reloading nginx worker: no answer, closed
+            return
+        if self.server.unavailable_posts > 0:  # like the API with no database primary
+            self.server.unavailable_posts -= 1
+            data = b'{"error": "database_unavailable"}'
+            self.send_response(503)
+            self.send_header("Retry-After", "0.2")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         self._serve()
 
@@ -212,6 +222,25 @@ def test_keyed_post_is_resent_when_its_connection_closes_unanswered(api, tmp_pat
     result = run_traffic(api.url, tmp_path, rate=2, duration=0.5, idempotency_keys=True)
     assert (result.load_sent, result.load_ok) == (1, 1)
     assert len(api.idempotency_keys) == 3 and len(set(api.idempotency_keys)) == 1
+
+
+def test_keyed_post_is_retried_after_a_503s_retry_after(api, tmp_path):
+    api.unavailable_posts = 2
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5, idempotency_keys=True)
+    assert (result.load_sent, result.load_ok, result.retried) == (1, 1, 2)
+    [load] = [r for r in _records(result.path) if r["kind"] == "load"]
+    assert load["latency_s"] >= 0.4  # it waited as told, twice
+    api.unavailable_posts = 1  # without a key a POST is never sent twice
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5)
+    assert (result.load_sent, result.load_ok) == (1, 0)
+
+
+def test_a_retry_after_past_the_deadline_is_not_waited_for(api, tmp_path):
+    api.unavailable_posts = 100
+    result = run_traffic(api.url, tmp_path, rate=2, duration=0.5, idempotency_keys=True,
+                         timeout=0.5)
+    [load] = [r for r in _records(result.path) if r["kind"] == "load"]
+    assert load["status"] == 503 and load["latency_s"] < 0.5  # the 503, not a timeout
 
 
 def test_resending_is_bounded_and_needs_a_key(api, tmp_path):

@@ -3,9 +3,9 @@ action the runbook asks for and the reasons that put it there.
 
 - green: error ratio and p99 within the SLO, every replica up;
 - yellow: the error budget burns faster than 1x over the short (5m) window, or a replica is
-  down, or p99 is over the latency objective;
+  down, or a database node is down (Patroni's metrics), or p99 is over the latency objective;
 - red: a page-level burn (14.4x over 1h and 5m, or 6x over 6h and 30m), or no healthy replica
-  (the uptime probe fails, or every replica is down).
+  (the uptime probe fails, or every replica is down), or no database primary.
 
 `classify()` is a pure function of the numbers; `state(prom)` queries them from Prometheus
 (the recording rules of `stack.analysis.slo` must be loaded).
@@ -48,10 +48,12 @@ class HealthState:
 
 def classify(error_ratio: Mapping[str, float | None], p99_s: float | None,
              api_up: Mapping[str, float], probe_success: float | None,
-             s: SloSettings = SloSettings()) -> HealthState:
+             s: SloSettings = SloSettings(),
+             db_nodes: Mapping[str, tuple[bool, bool]] | None = None) -> HealthState:
     """The state from the numbers: error ratios by playbook window ('5m', '30m', '1h', '6h';
-    None: no traffic), p99 latency in seconds (None: no traffic), up per replica, and the
-    latest probe_success (None: no probe)."""
+    None: no traffic), p99 latency in seconds (None: no traffic), up per replica, the
+    latest probe_success (None: no probe), and Patroni's view of each database node,
+    (Postgres running, primary) per node (None: no Patroni)."""
     budget = s.budget
     red, yellow = [], []
 
@@ -70,6 +72,12 @@ def classify(error_ratio: Mapping[str, float | None], p99_s: float | None,
         red.append(f"no replica answers scrapes: {', '.join(down)} down")
     elif down:
         yellow.append(f"replica down: {', '.join(down)} (up == 0)")
+    if db_nodes:
+        if not any(primary for _, primary in db_nodes.values()):
+            red.append("no database primary: Patroni reports no leader, writes fail")
+        lost = sorted(name for name, (running, _) in db_nodes.items() if not running)
+        if lost:
+            yellow.append(f"database node down: {', '.join(lost)} (one copy of the data left)")
     if over("5m", 1.0):
         yellow.append(f"error budget burning faster than 1x: {error_ratio['5m']:.2%} errors "
                       f"over 5m (budget {budget:.2%})")
@@ -77,7 +85,7 @@ def classify(error_ratio: Mapping[str, float | None], p99_s: float | None,
         yellow.append(f"p99 latency {p99_s * 1000:.0f} ms over the {s.latency_objective_s * 1000:.0f}"
                       " ms objective")
     values = {"error_ratio": dict(error_ratio), "p99_s": p99_s, "api_up": dict(api_up),
-              "probe_success": probe_success}
+              "probe_success": probe_success, "db_nodes": dict(db_nodes or {})}
     if red:
         return HealthState("red", tuple(red + yellow), values)
     if yellow:
@@ -100,4 +108,18 @@ def state(prom: Queryable, s: SloSettings = SloSettings()) -> HealthState:
     up = {r.labels.get("replica", r.labels.get("instance", "?")): float(r.value)
           for r in prom.query('up{job="api"}')}
     probe = _one(prom, 'min(probe_success{job="probe"})')
-    return classify(ratios, p99, up, probe, s)
+    return classify(ratios, p99, up, probe, s, db_nodes=_db_nodes(prom))
+
+
+def _db_nodes(prom: Queryable) -> dict[str, tuple[bool, bool]] | None:
+    """Patroni's metrics per node: (Postgres running, primary); a node whose agent does not
+    answer its scrape counts as down. None when Prometheus scrapes no Patroni."""
+    up = {r.labels.get("instance", "?"): float(r.value) for r in prom.query('up{job="patroni"}')}
+    if not up:
+        return None
+    running = {r.labels.get("instance"): float(r.value) == 1
+               for r in prom.query('patroni_postgres_running{job="patroni"}')}
+    primary = {r.labels.get("instance"): float(r.value) == 1
+               for r in prom.query('patroni_primary{job="patroni"}')}
+    return {inst: (bool(u) and running.get(inst, False), bool(u) and primary.get(inst, False))
+            for inst, u in up.items()}

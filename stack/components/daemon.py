@@ -1,4 +1,4 @@
-"""The lab's own small Python processes (the memory watchdog, the failover manager): one
+"""The lab's own small Python processes (the memory watchdog): one
 component class to start and stop them, and one loop that ticks until SIGTERM."""
 from __future__ import annotations
 

@@ -194,7 +194,8 @@ class PostgresServer(Component):
         except psycopg.Error:
             return False
 
-    def load_schema(self, customers: list[dict], batch_connection_limit: int = -1) -> None:
+    def load_schema(self, customers: list[dict], batch_connection_limit: int = -1,
+                    replication_role: bool = True) -> None:
         """Create the database, the roles, the tables, and load the customers."""
         with self.connect(dbname="postgres") as conn:
             conn.execute(f"CREATE DATABASE {DB_NAME}")
@@ -204,9 +205,10 @@ class PostgresServer(Component):
                          .format(psycopg.sql.Identifier(BATCH_ROLE),
                                  psycopg.sql.Literal(batch_connection_limit),
                                  psycopg.sql.Literal(self.secrets[BATCH_ROLE])))
-            conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(
-                psycopg.sql.Identifier(REPLICATION_ROLE),
-                psycopg.sql.Literal(self.secrets[REPLICATION_ROLE])))
+            if replication_role:
+                conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}")
+                             .format(psycopg.sql.Identifier(REPLICATION_ROLE),
+                                     psycopg.sql.Literal(self.secrets[REPLICATION_ROLE])))
         schema = resources.files("stack.components").joinpath("schema.sql").read_text()
         with self.connect() as conn:
             conn.execute(schema)

@@ -15,5 +15,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     score         double precision NOT NULL,
     model_version text             NOT NULL,
     replica       text             NOT NULL,
-    created_at    timestamptz      NOT NULL DEFAULT now()
+    created_at    timestamptz      NOT NULL DEFAULT now(),
+    -- the port of the server that took the write: with two nodes, which one was primary
+    written_on    integer          NOT NULL DEFAULT inet_server_port()
 );

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from typing import Any
 
 import pandas as pd
+import psycopg
 
 from stack.analysis import records as analysis
 
-from stack.components import failover
+from stack.components.patroni import TTL_S as LEADER_TTL_S  # noqa: F401 (the notebook reads it)
+from stack.components.patroni import patronictl
+from stack.course import history
+from stack.lab import faults
 from stack.lab.lab import Lab
 from stack.lab.traffic import Traffic
 
@@ -36,55 +41,14 @@ def run_with_fault(lab: Lab, name: str, duration: float, at: float, fault, undo=
     return analysis.load_records(result.path)
 
 
-def primary_failover(lab: Lab, *, duration: float = 10.0, kill_at: float = 3.0,
-                     rate: float = 40.0) -> dict[str, Any]:
-    """SIGKILL the Postgres primary under write load. The failover manager fences it and
-    promotes the standby; we count how long writes stopped, and look up every acknowledged
-    prediction in the new primary."""
-    killed: dict[str, float] = {}
-
-    def kill() -> None:
-        killed["wall"] = time.time()
-        lab.component("postgres").proc.record.send(signal.SIGKILL)
-
-    df = run_with_fault(lab, "primary-failover", duration, kill_at, kill, rate=rate)
-    load = df[df["kind"] == "load"]
-    acked = load[load["status"] == 200]["request_id"].tolist()
-    standby = lab.component("standby")
-    with standby.connect() as conn:
-        found = {str(r[0]) for r in conn.execute(
-            "SELECT request_id FROM predictions WHERE request_id = ANY(%s::uuid[])", (acked,))}
-        role = "primary" if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] \
-            else "standby"
-    offset = float((load["wall"] - load["t"]).median())
-    kill_t = killed["wall"] - offset
-    after = load[load["t"] >= kill_t]
-    failed_after = after[after["status"] != 200]
-    ok_after = after[after["status"] == 200]
-    # writes resume: the first acknowledged request sent after the last failure
-    if len(failed_after):
-        resumed_t = ok_after[ok_after["t"] > failed_after["t"].max()]["t"].min()
-    else:
-        resumed_t = ok_after["t"].min()
-    events = failover.read_events(lab.run_dir)
-    promoted = [e for e in events if e["action"] == "promoted"]
-    return {
-        "requests": len(load), "acknowledged": len(acked), "lost": len(set(acked) - found),
-        "failed": int((load["status"] != 200).sum()),
-        "writes_resumed_after_s": float(resumed_t - kill_t) if pd.notna(resumed_t) else None,
-        "promoted_after_s": (promoted[0]["wall"] - killed["wall"]) if promoted else None,
-        "standby_role_now": role, "records": df,
-    }
-
-
-def _wait_for_event(lab: Lab, action: str, after_wall: float, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(e["action"] == action and e["wall"] >= after_wall
-               for e in failover.read_events(lab.run_dir)):
-            return True
-        time.sleep(0.2)
-    return False
+def primary_failover(lab: Lab, *, rate: float = 40.0) -> dict[str, Any]:
+    """Lose the primary's node twice under write load through nginx (Patroni promotes the
+    replica after the leader key's TTL; the old node rejoins as a replica), sampling which
+    node accepts writes: stack.course.history."""
+    hist = history.run(lab, rate=rate)
+    return {**hist.figures, "report": history.report(hist), "records": hist.records,
+            "patronictl_list": patronictl(lab.component("postgres").conf_path, "list"),
+            "patronictl_history": patronictl(lab.component("postgres").conf_path, "history")}
 
 
 def _window(df: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
@@ -108,39 +72,60 @@ def redis_killed(lab: Lab, *, duration: float = 6.0, kill_at: float = 2.0,
             "records": df}
 
 
+def _sync_names(lab: Lab, primary: str) -> str | None:
+    try:
+        with lab.component(primary).connect(dbname="postgres") as conn:
+            conn.execute("SET statement_timeout = 500")
+            return conn.execute("SHOW synchronous_standby_names").fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
 def sync_standby_lost(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
                       rate: float = 40.0, with_manager: bool = True) -> dict[str, Any]:
-    """SIGKILL the synchronous standby under write load. Each commit waits for the standby's
-    confirmation, so writes stall; the failover manager drops the synchronous requirement
-    after its grace period and writes go on, no longer protected by a second copy.
+    """Lose the synchronous standby's node under write load. Each commit waits for the
+    standby's confirmation, so writes stall, until Patroni (synchronous_mode, not strict) sees
+    no standby streaming and drops the requirement: writes go on, with one copy.
 
-    with_manager=False freezes the manager for the run, to show the stall it prevents: every
-    commit then waits until the API's statement_timeout cancels the wait."""
-    standby = lab.component("standby")
-    manager = lab.component("failover")
+    with_manager=False freezes the primary's Patroni agent for the run (SIGSTOP) to show the
+    stall it prevents: every commit then waits until the API's statement_timeout cancels the
+    wait. The standby's node comes back afterwards and Patroni makes it synchronous again."""
+    nodes = [lab.component(n) for n in ("postgres", "standby")]
+    primary = next(n for n in nodes if n.role == "primary")
+    standby = next(n for n in nodes if n is not primary)
     if not with_manager:
-        manager.proc.pause()
+        primary.proc.pause()
     killed: dict[str, float] = {}
+    dropped: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # when did the primary stop naming a synchronous standby?
+        while not stop.wait(0.1):
+            if "wall" in killed and not dropped and _sync_names(lab, primary.name) == "":
+                dropped.append(time.time())
 
     def kill() -> None:
         killed["wall"] = time.time()
-        standby.proc.record.send(signal.SIGKILL)
+        applied["node_loss"] = faults.apply(lab, "node_loss", target=standby.name)
 
+    applied: dict[str, Any] = {}
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         df = run_with_fault(lab, f"sync-standby-lost{'' if with_manager else '-unmanaged'}",
-                             duration, kill_at, kill, rate=rate)
+                            duration, kill_at, kill, rate=rate)
     finally:
-        manager.proc.resume()
+        stop.set()
+        watcher.join(2)
+        primary.proc.resume()
     load = df[df["kind"] == "load"]
     offset = float((load["wall"] - load["t"]).median())
-    events = [e for e in failover.read_events(lab.run_dir)
-              if e["action"] == "sync_dropped" and e["wall"] >= killed["wall"]]
-    dropped_t = events[0]["wall"] - offset if events else None
+    dropped_t = dropped[0] - offset if dropped else None
     stalled = _window(df, kill_at, dropped_t if dropped_t else duration)
     after = _window(df, (dropped_t or duration) + 0.5, duration)
-    lab.restart("standby")
-    if with_manager:
-        _wait_for_event(lab, "sync_restored", after_wall=killed["wall"])
+    if "node_loss" in applied:
+        faults.undo(lab, applied["node_loss"])  # back, and synchronous again
+        standby.proc.wait_ready(lambda: standby.check("/sync"), standby.start_deadline_s)
     return {
         "with_manager": with_manager,
         "sync_dropped_after_s": (dropped_t - kill_at) if dropped_t else None,

@@ -119,33 +119,77 @@ def _admin_faults(lab: "Lab", target: str, **knobs: Any) -> dict[str, Any]:
     return old
 
 
+def _wait_node(lab: "Lab", target: str, path: str = "/health") -> None:
+    """Wait (bounded by the node's start deadline) until a Patroni node passes a REST check;
+    if its agent is gone, start it again."""
+    node = lab.component(target)
+    if node.proc is None or not node.proc.alive():
+        lab.restart(target, wait=False)
+    node.proc.wait_ready(lambda: node.check(path), node.start_deadline_s)
+
+
 @register
 class Crash(Fault):
     name = "crash"
-    summary = "SIGKILL the process, as a segfault or the OOM killer would; undo restarts it"
-    targets = ("api", "postgres", "redis", "nginx")
+    summary = ("SIGKILL the process, as a segfault or the OOM killer would; undo restarts it "
+               "(on a Patroni node, Postgres is killed and its agent restarts it in place)")
+    targets = ("api", "postgres", "patroni", "redis", "nginx")
 
     def apply(self, lab, target, params):
         comp = lab.component(target)
+        if comp.kind == "patroni":
+            comp.crash_postgres()
+            return Applied(self.name, target, params)
         comp.proc.record.send(signal.SIGKILL)
         comp.proc.record.wait_gone(5, comp.proc.popen)
         return Applied(self.name, target, params)
 
     def undo(self, lab, applied):
+        if lab.component(applied.target).kind == "patroni":
+            _wait_node(lab, applied.target)  # the agent restarts it; nobody else should
+            return
         _restart_if_down(lab, applied.target)
+
+
+@register
+class NodeLoss(Fault):
+    name = "node_loss"
+    summary = ("a Postgres node's machine dies: its Patroni agent and its Postgres end at "
+               "once; a primary's leader key expires after its TTL and the replica takes "
+               "over; undo brings the node back and it rejoins as a replica (pg_rewind)")
+    targets = ("patroni",)
+
+    def apply(self, lab, target, params):
+        lab.component(target).lose()
+        return Applied(self.name, target, params)
+
+    def undo(self, lab, applied):
+        lab.restart(applied.target, wait=False)
+        _wait_node(lab, applied.target)
 
 
 @register
 class Hang(Fault):
     name = "hang"
-    summary = "SIGSTOP the process: it holds its connections but answers nothing; undo SIGCONT"
-    targets = ("api", "postgres", "redis", "nginx")
+    summary = ("SIGSTOP the process: it holds its connections but answers nothing; undo "
+               "SIGCONT (on a Patroni node, its Postgres hangs and the agent watches)")
+    targets = ("api", "postgres", "patroni", "redis", "nginx")
 
     def apply(self, lab, target, params):
-        lab.component(target).proc.pause()
+        comp = lab.component(target)
+        if comp.kind == "patroni":
+            pm = comp.postmaster()
+            if pm is None:
+                raise StackError(f"{target}'s Postgres is not running: nothing to hang")
+            pm.pause()
+            return Applied(self.name, target, params, state={"postmaster": pm})
+        comp.proc.pause()
         return Applied(self.name, target, params)
 
     def undo(self, lab, applied):
+        if "postmaster" in applied.state:
+            applied.state["postmaster"].resume()
+            return
         lab.component(applied.target).proc.resume()
 
 
@@ -187,7 +231,7 @@ class ConnectionExhaustion(Fault):
     name = "connection_exhaustion"
     summary = ("a batch job takes Postgres' free connection slots while a traffic spike of "
                "slower queries needs more connections than the API's pool holds")
-    targets = ("postgres",)
+    targets = ("postgres", "patroni")
     params = {"spike_rate": 120.0, "query_ms": 100, "leave_free": 0}
 
     def apply(self, lab, target, params):

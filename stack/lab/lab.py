@@ -24,10 +24,11 @@ from stack.runtime import ports
 from stack.components.apiserver import ApiReplica
 from stack.components.base import Component
 from stack.errors import LabStateError, StackError
-from stack.components.failover import FailoverManager
+from stack.components.etcd import EtcdServer
 from stack.components.nginx import NginxServer
 from stack.components.postgres import API_ROLE, BATCH_ROLE, REPLICATION_ROLE, SUPERUSER, PostgresServer
 from stack.components.postgres import conninfo as pg_conninfo
+from stack.components.patroni import PatroniNode, stop_leftover_postmaster
 from stack.components.redis_server import RedisServer
 from stack.runtime.processes import ManagedProcess, ProcessRecord
 from stack.topology import Topology, load_topology, parse_topology
@@ -162,12 +163,26 @@ class Lab:
         plan: dict[str, Any] = {}
         pg_kw = {"max_connections": topo.postgres.max_connections,
                  "start_deadline_s": topo.postgres.start_deadline_s}
-        pg = PostgresServer("postgres", self.run_dir, port("postgres"), self.secrets, **pg_kw)
-        standby = (PostgresServer("standby", self.run_dir, port("standby"), self.secrets, **pg_kw)
-                   if topo.postgres.standby else None)
+        etcd = None
+        if topo.postgres.standby:
+            # two nodes run by Patroni; its leader key in etcd decides which is the primary
+            etcd = EtcdServer("etcd", self.run_dir, port("etcd"), port("etcd", "peer_port"))
+            node_kw = {"max_connections": topo.postgres.max_connections,
+                       "synchronous": topo.postgres.synchronous,
+                       "start_deadline_s": max(topo.postgres.start_deadline_s, 60.0)}
+            pg = PatroniNode("postgres", self.run_dir, port("postgres"),
+                             port("postgres", "rest_port"), self.secrets, etcd.address,
+                             **node_kw)
+            standby = PatroniNode("standby", self.run_dir, port("standby"),
+                                  port("standby", "rest_port"), self.secrets, etcd.address,
+                                  **node_kw)
+        else:
+            pg = PostgresServer("postgres", self.run_dir, port("postgres"), self.secrets,
+                                **pg_kw)
+            standby = None
         if standby:
-            # libpq tries each host in turn and keeps the one that takes writes: after a
-            # failover the API reconnects to the promoted standby by itself
+            # libpq tries each host in turn and keeps the one that takes writes (Patroni lets
+            # only the leader run as primary): after a failover the API finds the new one
             conninfo = pg_conninfo(f"{pg.port},{standby.port}", self.secrets[API_ROLE],
                                    host="127.0.0.1,127.0.0.1", target_session_attrs="read-write",
                                    connect_timeout=topo.api.db_connect_timeout_s)
@@ -181,6 +196,8 @@ class Lab:
                                     admin_token=self.admin_token,
                                     model_dir=self.run_dir / "models",
                                     redis_url=redis.address if redis else None)
+        if etcd:
+            plan["etcd"] = etcd
         plan["postgres"] = pg
         if standby:
             plan["standby"] = standby
@@ -193,9 +210,6 @@ class Lab:
         if topo.prometheus:
             self._plan_monitoring(plan, port)
         plan["watchdog"] = MemoryWatchdog("watchdog", self.run_dir, topo.api.memory_limit_mb)
-        if standby:
-            plan["failover"] = FailoverManager("failover", self.run_dir,
-                                               grace_s=topo.postgres.failover_grace_s)
         return plan
 
     def _plan_monitoring(self, plan: dict[str, Any], port: Any) -> None:
@@ -224,6 +238,9 @@ class Lab:
                 exp = plan["nginx-exporter"] = NginxExporter.for_nginx(
                     "nginx-exporter", run, port("nginx-exporter"), plan["nginx"])
                 targets["nginx"] = [exp.target]
+            if "etcd" in plan:  # Patroni serves its own metrics on its REST port
+                targets["patroni"] = [f"127.0.0.1:{plan[n].rest_port}"
+                                      for n in ("postgres", "standby")]
             exp = plan["postgres-exporter"] = PostgresExporter(
                 "postgres-exporter", run, port("postgres-exporter"), plan["postgres"].port,
                 self.secrets[SUPERUSER])
@@ -279,18 +296,15 @@ class Lab:
             self._started(api)
         if "redis" in plan:
             self._started(plan["redis"])
-        pg.init_primary()
-        self._started(pg)
-        pg.wait_ready()
-        pg.load_schema(generate_customers(topo.postgres.n_customers),
-                       batch_connection_limit=topo.postgres.batch_connection_limit)
+        customers = generate_customers(topo.postgres.n_customers)
         if "standby" in plan:
-            standby = plan["standby"]
-            standby.init_standby(pg, app_name="standby")
-            self._started(standby)
-            standby.wait_ready()
-            if topo.postgres.synchronous:
-                pg.set_synchronous("standby")
+            self._start_patroni(plan, customers)
+        else:
+            pg.init_primary()
+            self._started(pg)
+            pg.wait_ready()
+            pg.load_schema(customers,
+                           batch_connection_limit=topo.postgres.batch_connection_limit)
         if "nginx" in plan:
             self._started(plan["nginx"])
         for comp in plan.values():
@@ -298,9 +312,26 @@ class Lab:
                 comp.wait_ready()
         if "prometheus" in plan:
             self._start_monitoring(plan)
-        for name in ("watchdog", "failover"):
-            if name in plan:
-                self._started(plan[name])
+        if "watchdog" in plan:
+            self._started(plan["watchdog"])
+
+    def _start_patroni(self, plan: dict[str, Any], customers: list[dict]) -> None:
+        """etcd; the first node bootstraps (initdb) and takes the leader key; the schema is
+        loaded on it; the second clones it with pg_basebackup and becomes its synchronous
+        standby. Each wait names the node and shows its log if it does not come."""
+        topo = self.topology
+        etcd, pg, standby = plan["etcd"], plan["postgres"], plan["standby"]
+        self._started(etcd)
+        etcd.wait_ready()
+        self._started(pg)
+        pg.proc.wait_ready(lambda: pg.check("/primary"), pg.start_deadline_s)
+        pg.load_schema(customers, batch_connection_limit=topo.postgres.batch_connection_limit,
+                       replication_role=False)  # Patroni made the replication role
+        self._started(standby)
+        standby.proc.wait_ready(lambda: standby.check("/replica"), standby.start_deadline_s)
+        if topo.postgres.synchronous:
+            # Patroni names the synchronous standby in its next loop
+            standby.proc.wait_ready(lambda: standby.check("/sync"), standby.start_deadline_s)
 
     @classmethod
     def attach(cls, run_dir: str | Path | None = None) -> "Lab":
@@ -446,10 +477,21 @@ def component_status(state_path: str | Path) -> list[dict]:
                 ready = ports.is_listening(comp["port"])
             else:
                 ready = True
-        rows.append({"component": name, "kind": comp["kind"], "pid": rec.pid,
-                     "address": comp["address"],
-                     "running": running, "ready": ready})
+        row = {"component": name, "kind": comp["kind"], "pid": rec.pid,
+               "address": comp["address"], "running": running, "ready": ready}
+        if comp["kind"] == "patroni":
+            row.update(_patroni_role(comp))
+        rows.append(row)
     return rows
+
+
+def _patroni_role(comp: dict) -> dict[str, Any]:
+    """Patroni's view of a node (its REST /patroni): role and timeline."""
+    try:
+        data = httpx.get(f"http://127.0.0.1:{comp['rest_port']}/patroni", timeout=1).json()
+    except (httpx.HTTPError, ValueError, KeyError):
+        return {"role": "unknown (its agent does not answer)", "timeline": None}
+    return {"role": data.get("role"), "timeline": data.get("timeline")}
 
 
 def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
@@ -461,6 +503,10 @@ def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
                                   key=lambda r: r[1].get("stop_order", DEFAULT_STOP_ORDER)):
         how = rec.stop(stop_signal=comp.get("stop_signal", signal.SIGTERM),
                        timeout=comp.get("stop_timeout", 5.0)) if rec.group_alive() else "gone"
+        if comp.get("kind") == "patroni":  # Postgres runs in a session of its own
+            left = stop_leftover_postmaster(name, comp)
+            if left:
+                how += f"; postgres {left}"
         results.append((name, how))
     state["status"] = "down"
     (run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))

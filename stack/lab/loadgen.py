@@ -187,16 +187,21 @@ class Engine:
             return
         headers = {**_JSON, "Idempotency-Key": str(uuid.uuid4())}
 
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+
         async def post_with_retries() -> aiohttp.ClientResponse:
             # A keep-alive connection the server closed just as we sent (nginx workers quit
             # on a reload) fails before any response: writing the request, or reading the
             # answer, hits a closed socket. HTTP clients retry such a request on another
             # connection; with an Idempotency-Key that is safe for a POST too. The next pooled
             # connection may be stale as well, so a few attempts, all under the deadline.
+            # A 503 that says Retry-After (no database primary for a moment) is tried again
+            # after that wait, if the wait ends before the request's deadline.
             attempt = 1
             while True:
                 try:
-                    return await session.post(url, data=body, headers=headers)
+                    resp = await session.post(url, data=body, headers=headers)
                 except aiohttp.ClientConnectorError:
                     raise  # refused: nothing was sent, and nothing to re-send to
                 except _CLOSED_UNANSWERED:
@@ -204,6 +209,13 @@ class Engine:
                         raise
                     attempt += 1
                     self.retried += 1
+                    continue
+                wait = _retry_after(resp)
+                if wait is None or loop.time() + wait >= deadline - 0.05:
+                    return resp
+                resp.release()
+                self.retried += 1
+                await asyncio.sleep(wait)
 
         await self._send("load", due, self.timeout, post_with_retries)
 
@@ -254,6 +266,16 @@ class Engine:
             self.writer.flush()
             sent, ok = self.counts["load"]
             self.emit({"event": "tick", "sent": sent, "ok": ok, "late": self.late})
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """Seconds a 503 asks the client to wait (Retry-After in seconds), or None."""
+    if resp.status != 503:
+        return None
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
 
 
 def _request_id(data: bytes) -> str:

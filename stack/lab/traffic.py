@@ -54,7 +54,7 @@ class TrafficResult:
     probes_ok: int
     duration_s: float
     load_late: int = 0  # left LATE_S or more after their slot, or never (client_overload)
-    retried: int = 0  # keyed POSTs re-sent after their connection closed unanswered
+    retried: int = 0  # keyed POSTs re-sent: connection closed unanswered, or a 503's Retry-After
     client_cpu_s: float = 0.0  # CPU seconds the client's process used
 
     @property
