@@ -52,6 +52,31 @@ def test_admin_port_serves_only_admin_and_probes(client):
     assert "http_requests_total" in client.get(f"{ADMIN}/metrics").text
 
 
+def test_admin_document_is_on_the_admin_port_behind_the_token(client):
+    assert client.get(f"{ADMIN}/admin/openapi.json").status_code == 401
+    assert client.get("/admin/openapi.json", headers=AUTH).status_code == 404
+    assert client.get(f"{ADMIN}/openapi.json", headers=AUTH).status_code == 404
+    doc = client.get(f"{ADMIN}/admin/openapi.json", headers=AUTH).json()
+    assert set(doc["paths"]) == {
+        "/healthz", "/readyz", "/metrics", "/admin/model", "/admin/model/reload",
+        "/admin/model/stage", "/admin/model/activate", "/admin/model/rollback", "/admin/faults"}
+    assert doc["components"]["securitySchemes"]["adminToken"] == {
+        "type": "http", "scheme": "bearer",
+        "description": "the lab's admin token (lab.json: admin_token)"}
+    faults = doc["paths"]["/admin/faults"]
+    assert faults["put"]["security"] == [{"adminToken": []}]
+    assert set(faults["put"]["responses"]) == {"200", "401", "413", "422"}
+    knobs = doc["components"]["schemas"]["Faults"]
+    assert knobs["additionalProperties"] is False
+    assert knobs["properties"]["error_rate"]["maximum"] == 1.0
+
+
+def test_both_methods_of_a_path_are_allowed(client):
+    """GET and PUT /admin/faults are two routes; a 405 names both."""
+    response = client.delete(f"{ADMIN}/admin/faults", headers=AUTH)
+    assert response.status_code == 405 and response.headers["allow"] == "GET, PUT"
+
+
 def test_reload_swaps_the_model(client, model_dir):
     assert client.post(f"{ADMIN}/admin/model/reload", headers=AUTH, json={}).json()["version"] \
         == "v1"
@@ -94,12 +119,18 @@ def test_faults_put_replaces_all_knobs(client):
     client.put(url, headers=AUTH, json={"db_delay_ms": 100})
     body = client.get(url, headers=AUTH).json()
     assert (body["db_delay_ms"], body["error_rate"]) == (100, 0.0)
+    # 2.0 is an integer in JSON Schema (the lab's faults send floats)
+    assert client.put(url, headers=AUTH, json={"leak_mb_per_request": 0.0,
+                                               "db_delay_ms": 2.0}).json()["db_delay_ms"] == 2
 
 
 @pytest.mark.parametrize("knobs, field", [
     ({"db_delay_ms": -1}, "db_delay_ms"),
     ({"error_rate": 1.5}, "error_rate"),
     ({"leak_mb_per_request": "lots"}, "leak_mb_per_request"),
+    ({"leak_mb_per_request": "5"}, "leak_mb_per_request"),  # a string is not an integer
+    ({"error_rate": True}, "error_rate"),
+    ({"db_delay_ms": 2.5}, "db_delay_ms"),
     ({"cpu_burn": 1}, "cpu_burn"),
 ])
 def test_bad_faults_are_422(client, knobs, field):

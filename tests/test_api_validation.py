@@ -55,7 +55,9 @@ def _fields(response):
     (json.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "amount", "required"),
     (json.dumps({**GOOD, "surprise": 1}), "surprise", "not permitted"),
     (json.dumps({**GOOD, "customer_id": "5"}), "customer_id", "integer"),
-    (json.dumps({**GOOD, "customer_id": 5.0}), "customer_id", "integer"),
+    (json.dumps({**GOOD, "customer_id": 5.5}), "customer_id", "integer"),
+    (json.dumps({**GOOD, "customer_id": True}), "customer_id", "integer"),
+    (json.dumps({**GOOD, "customer_id": 2**31}), "customer_id", "less than or equal to"),
     (json.dumps({**GOOD, "customer_id": 0}), "customer_id", "greater than or equal to 1"),
     (json.dumps({**GOOD, "is_online": "yes"}), "is_online", "boolean"),
     (json.dumps({**GOOD, "hour": 24}), "hour", "less than or equal to 23"),
@@ -63,13 +65,16 @@ def _fields(response):
     (json.dumps({**GOOD, "merchant_category": "casino"}), "merchant_category", "gift_cards"),
     (json.dumps({**GOOD, "amount": -3}), "amount", "greater than 0"),
     (json.dumps({**GOOD, "amount": 0}), "amount", "greater than 0"),
-    (json.dumps({**GOOD, "amount": 1e12}), "amount", "at most 1,000,000"),
+    (json.dumps({**GOOD, "amount": 1e12}), "amount", "less than or equal to 1000000"),
+    (json.dumps({**GOOD, "amount": True}), "amount", "number"),
     (json.dumps({**GOOD, "amount": "12.5"}), "amount", "number"),
     (json.dumps({**GOOD, "amount": float("nan")}), "amount", "finite"),
     (json.dumps({**GOOD, "amount": float("inf")}), "amount", "finite"),
     (json.dumps({**GOOD, "amount": float("-inf")}), "amount", "finite"),
     ('{"customer_id": 5, "amount": 12.5,', "body", "malformed JSON"),
     ("not json at all", "body", "malformed JSON"),
+    # not UTF-8: FastAPI's own answer would be a bare 400 that names nothing
+    (b'{"amount": "\xff\xfe"}', "body", "malformed JSON: 'utf-8' codec can't decode"),
     ("", "body", "required"),
     ("[1, 2]", "body", "dictionary"),
 ])
@@ -158,6 +163,60 @@ def test_unknown_route_and_method_are_json(client):
     assert response.status_code == 404 and response.json()["error"] == "not_found"
     response = client.get("/predict")
     assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/predict", "POST"), ("TRACE", "/predict", "POST"), ("DELETE", "/healthz", "GET"),
+    ("OPTIONS", "/readyz", "GET"), ("POST", "/metrics", "GET"),
+])
+def test_a_method_a_route_does_not_take_is_405_with_allow(client, method, path, allow):
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json() == {"error": "method_not_allowed",
+                               "detail": f"{path} takes {allow} only"}
+
+
+def test_integral_numbers_are_integers(client):
+    """5.0 is an integer in JSON Schema, so the server takes it as one (5.5 it refuses)."""
+    response = client.post("/predict", json={**GOOD, "customer_id": 5.0, "hour": 14.0})
+    assert response.status_code == 503, response.text  # validated, then the database is down
+
+
+def test_public_document_describes_the_public_api_only(client):
+    doc = client.get("/openapi.json").json()
+    assert set(doc["paths"]) == {"/predict", "/healthz", "/readyz", "/metrics"}
+    assert "/admin" not in json.dumps(doc)
+    schemas = doc["components"]["schemas"]
+    # every rule the server checks is in the schema, for a generated client to check too
+    txn = schemas["Transaction"]
+    assert txn["additionalProperties"] is False
+    assert set(txn["required"]) == set(GOOD)
+    props = txn["properties"]
+    assert (props["amount"]["exclusiveMinimum"], props["amount"]["maximum"]) == (0, 1_000_000)
+    assert (props["customer_id"]["minimum"], props["customer_id"]["maximum"]) == (1, 2**31 - 1)
+    assert (props["hour"]["minimum"], props["hour"]["maximum"]) == (0, 23)
+    assert props["country"]["pattern"] == "^[A-Z]{2}$"
+    assert "gift_cards" in props["merchant_category"]["enum"]
+    predict = doc["paths"]["/predict"]["post"]
+    key = predict["parameters"][0]
+    assert (key["name"], key["schema"]["type"], key["schema"]["format"]) == (
+        "Idempotency-Key", "string", "uuid")
+    responses = predict["responses"]
+    assert set(responses) == {"200", "404", "409", "413", "422", "500", "503"}
+    assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/InvalidRequest")
+    assert schemas["InvalidRequest"]["properties"]["detail"]["items"]["$ref"].endswith(
+        "/FieldError")
+    assert "Retry-After" in responses["503"]["headers"]
+    unavailable = schemas[responses["503"]["content"]["application/json"]["schema"]["$ref"]
+                          .rsplit("/", 1)[1]]
+    assert set(unavailable["properties"]["error"]["enum"]) == {"model_not_loaded",
+                                                               "database_unavailable"}
+    assert set(doc["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain; version=0.0.4; charset=utf-8"]
+    assert client.get("/metrics").headers["content-type"] == list(metrics)[0]
 
 
 def test_admin_is_not_served_on_the_public_port(client):

@@ -19,6 +19,7 @@ from stack.components.nginx import NginxServer, check_config, render_config, wor
 from stack.topology import NginxSpec
 
 BACKENDS = [("api1", 18001), ("api2", 18002)]
+ALLOW = {"/predict": "POST", "/readyz": "GET"}  # what the tiny backends' paths take
 
 
 def _render(preset: str, **spec) -> str:
@@ -54,7 +55,7 @@ def test_playbook_is_rendered_as_printed():
         'location /health {\naccess_log off;\nreturn 200 "healthy\\n";\n}')
     # as printed: nothing that would make upstream keep-alive work, no shared zone
     for absent in ("proxy_http_version", "Connection", "zone ", "non_idempotent",
-                   "X-Upstream", "keepalive_timeout"):
+                   "X-Upstream", "keepalive_timeout", "error_page", "proxy_method"):
         assert absent not in text
     # the tuning fields do not touch the playbook
     assert _render("playbook", max_fails=7, connect_timeout_s=0.1) == text
@@ -72,8 +73,11 @@ def test_tuned_renders_the_spec():
                  "add_header X-Upstream $upstream_addr always;",
                  "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;",
                  "upstream api_health {", "server 127.0.0.1:18002 max_fails=0;  # api2",
-                 "proxy_pass http://api_health/readyz;"):
+                 "proxy_pass http://api_health/readyz;",
+                 "error_page 405 = @method_not_allowed;", "proxy_method OPTIONS;",
+                 "proxy_pass_request_body off;"):
         assert line in text, line
+    assert "location @method_not_allowed {" in text
     # both upstreams close idle connections before the replicas would (API_KEEP_ALIVE_S)
     assert text.count("keepalive_timeout 30000ms;") == 2
     # non_idempotent only in the location an Idempotency-Key leads to
@@ -133,6 +137,7 @@ class Backend:
         self.predict_status = 200
         self.connections = 0
         self.requests = 0
+        self.options = 0  # OPTIONS requests: how nginx asks which methods a path takes
         self.in_flight = 0
         self.lock = threading.Lock()
         self.socks: list[socket.socket] = []
@@ -146,10 +151,12 @@ class Backend:
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
 
-            def _answer(self, status: int, body: dict) -> None:
+            def _answer(self, status: int, body: dict, **headers: str) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("X-Backend", backend.name)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -178,6 +185,15 @@ class Backend:
                     self._answer(404, {"path": url.path})
 
             do_GET = do_POST = _serve
+
+            def do_OPTIONS(self) -> None:  # as the API answers a method a route does not take
+                with backend.lock:
+                    backend.options += 1
+                allow = ALLOW.get(urlsplit(self.path).path)
+                if allow is None:
+                    self._answer(404, {"error": "not_found"})
+                else:
+                    self._answer(405, {"error": "method_not_allowed"}, Allow=allow)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -303,6 +319,24 @@ def test_tuned_health_follows_replica_readiness(make_nginx, backends):
     backends[0].close()  # all dead: nginx's own 502 becomes 503
     resp = _get(health)
     assert (resp.status_code, resp.text) == (503, "no ready backend\n")
+
+
+@pytest.mark.integration
+def test_tuned_answers_trace_as_the_replica_would(make_nginx, backends):
+    """nginx refuses TRACE before any location; tuned asks a replica with OPTIONS instead, so
+    the answer is the replica's JSON 405 with its Allow header. TRACE never reaches it."""
+    nginx = make_nginx("tuned")
+    for path, allow in ALLOW.items():
+        response = httpx.request("TRACE", nginx.url + path, timeout=10)
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == allow
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {"error": "method_not_allowed"}
+    unknown = httpx.request("TRACE", nginx.url + "/nope", timeout=10)
+    assert unknown.status_code == 404 and unknown.json() == {"error": "not_found"}
+    assert sum(b.options for b in backends) == 3
+    assert sum(b.requests for b in backends) == 0  # no TRACE (or anything else) went through
+    assert _get(nginx.url + "/predict").status_code == 200  # the server goes on as before
 
 
 @pytest.mark.integration

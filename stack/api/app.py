@@ -4,9 +4,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 
 from stack.api import db
 from stack.api.cache import REPORT_INTERVAL_S, CustomerCache, make_redis
@@ -18,7 +22,9 @@ from stack.api.middleware import (
     BodyLimitMiddleware,
     CatchAllMiddleware,
     MetricsMiddleware,
+    served_on,
 )
+from stack.api.routes_admin import require_admin
 from stack.api.routes_admin import router as admin_router
 from stack.api.routes_health import router as health_router
 from stack.api.routes_predict import router as predict_router
@@ -70,6 +76,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("%s stopped", settings.name)
 
 
+PUBLIC_DESCRIPTION = """Scores card transactions for fraud.
+
+Every error is JSON `{"error": <code>, "detail": ...}`: `error` is one of the codes each
+response lists, `detail` a sentence, or for a 422 the list of `{"field", "message"}` at fault.
+A method a path does not take gets 405 with an `Allow` header."""
+
+ADMIN_DESCRIPTION = """The admin port of one replica: the model's blue/green slots, the fault
+knobs and the probes. Every /admin route wants `Authorization: Bearer <admin token>`."""
+
+
+def openapi_document(app: FastAPI, *, admin_port: bool) -> dict[str, Any]:
+    """The OpenAPI document of what one port serves (the public one never names /admin)."""
+    routes = [r for r in iter_route_contexts(app.routes)  # included routers, flattened
+              if served_on(r.path or "", admin_port=admin_port)]
+    title = f"{app.title} (admin port)" if admin_port else app.title
+    return get_openapi(title=title, version=app.version, routes=routes,
+                       description=ADMIN_DESCRIPTION if admin_port else PUBLIC_DESCRIPTION)
+
+
 def create_app(settings: ApiSettings) -> FastAPI:
     """A new app with its own state and metrics; nothing is opened until startup."""
     holder: list[ApiState] = []  # the collectors below read the state at call time
@@ -89,6 +114,24 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(predict_router)
     app.include_router(health_router)
     app.include_router(admin_router)
+
+    # Two documents: /openapi.json (and /docs) on the public port, /admin/openapi.json behind
+    # the token on the admin port. Each describes exactly what its port serves.
+    def public_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app, admin_port=False)
+        return app.openapi_schema
+
+    app.openapi = public_openapi  # type: ignore[method-assign]
+    admin_doc: list[dict[str, Any]] = []
+
+    @app.get("/admin/openapi.json", include_in_schema=False,
+             dependencies=[Depends(require_admin)])
+    async def admin_openapi() -> JSONResponse:
+        if not admin_doc:
+            admin_doc.append(openapi_document(app, admin_port=True))
+        return JSONResponse(admin_doc[0])
+
     # Middleware, innermost first (add_middleware wraps what is already there).
     app.add_middleware(CatchAllMiddleware, state=st)
     app.add_middleware(BodyLimitMiddleware)

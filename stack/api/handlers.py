@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stack.errors import ApiError
@@ -52,13 +53,45 @@ async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
                         status_code=exc.status_code, headers=exc.headers or None)
 
 
+def _unreadable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not read a JSON body at all (bytes that are not UTF-8, say), or None.
+
+    FastAPI answers that with a bare 400 "There was an error parsing the body", raised from the
+    decoding error; malformed JSON it answers with a validation error. The client made the
+    same mistake both times, so both get the same 422 naming the body."""
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+        return str(exc.__cause__)
+    return None
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path, for a 405's Allow header. (The router
+    names only the first route that matched the path: GET /admin/faults and PUT /admin/faults
+    are two routes, and its Allow would say GET alone.)"""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if (reason := _unreadable_body(exc)) is not None:
+        return JSONResponse({"error": "invalid_request", "detail": [
+            {"field": "body", "message": f"malformed JSON: {reason}"}]}, status_code=422)
+    headers = dict(getattr(exc, "headers", None) or {})
+    detail = exc.detail
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request) or headers.get("Allow", "")
+        detail = f"{request.url.path} takes {headers['Allow']} only"
     try:
         slug = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:
         slug = "http_error"
-    return JSONResponse({"error": slug, "detail": exc.detail}, status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse({"error": slug, "detail": detail}, status_code=exc.status_code,
+                        headers=headers or None)
 
 
 async def on_unhandled(request: Request, exc: Exception) -> JSONResponse:

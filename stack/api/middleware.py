@@ -30,6 +30,14 @@ def is_admin_path(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
+def served_on(path: str, *, admin_port: bool) -> bool:
+    """Whether a port serves a path: /admin only on the admin port, which serves nothing else
+    but the probes. The guard below and the two OpenAPI documents both follow this."""
+    if admin_port:
+        return is_admin_path(path) or path in ADMIN_PORT_PATHS
+    return not is_admin_path(path)
+
+
 class MetricsMiddleware:
     """Counts, times and tracks in-flight requests, and adds `X-Backend: <replica>`."""
 
@@ -73,9 +81,7 @@ class AdminPortGuard:
         if scope["type"] == "http":
             server = scope.get("server")
             on_admin_port = bool(server) and server[1] == self.admin_port
-            path = scope["path"]
-            if is_admin_path(path) != on_admin_port and not (
-                    on_admin_port and path in ADMIN_PORT_PATHS):
+            if not served_on(scope["path"], admin_port=on_admin_port):
                 response = JSONResponse({"error": "not_found", "detail": "Not Found"},
                                         status_code=404)
                 await response(scope, receive, send)

@@ -5,9 +5,10 @@ import threading
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from stack.api import db
+from stack.api.schemas import Alive, NotReady, Ready, doc
 from stack.api.state import get_state
 
 router = APIRouter()
@@ -15,7 +16,14 @@ router = APIRouter()
 READY_DB_TIMEOUT_S = 1.0
 
 
-@router.get("/healthz")
+class PrometheusText(Response):
+    """The Prometheus text exposition format, version 0.0.4: what generate_latest writes with
+    its default (underscore) escaping, and what every Prometheus scrapes."""
+
+    media_type = CONTENT_TYPE_PLAIN_0_0_4
+
+
+@router.get("/healthz", response_model=Alive)
 async def healthz(request: Request) -> dict[str, str]:
     """Liveness: the process is serving."""
     return {"status": "alive", "replica": get_state(request).settings.name}
@@ -45,7 +53,9 @@ def _check_db(pool: object, timeout_s: float) -> str | None:
     return outcome[0]
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=None, responses={
+    200: doc("ready: the model is loaded and the database answers", Ready),
+    503: doc("not ready; the reasons say why", NotReady)})
 def readyz(request: Request) -> JSONResponse:
     """Readiness: 200 if the model is loaded and the database answers, else 503 with reasons."""
     st = get_state(request)
@@ -63,8 +73,10 @@ def readyz(request: Request) -> JSONResponse:
                          "model_version": model.version if model else None})
 
 
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
+@router.get("/metrics", response_class=PrometheusText, responses={
+    200: {"description": "this replica's metrics in the Prometheus text format",
+          "content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}}}})
+async def metrics(request: Request) -> PrometheusText:
     """Prometheus text format from this app's own registry."""
     registry = get_state(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return PrometheusText(generate_latest(registry))

@@ -10,7 +10,14 @@ from pydantic import BaseModel
 
 from stack.errors import ApiError
 from stack.api import db
-from stack.api.schemas import Transaction
+from stack.api.schemas import (
+    INVALID,
+    TOO_LARGE,
+    Transaction,
+    doc,
+    error_body,
+    uuid_string,
+)
 from stack.api.state import ApiState, get_state
 from stack.model.features import build_features
 from stack.model.registry import LoadedModel
@@ -69,11 +76,35 @@ def _score(st: ApiState, model: LoadedModel, txn: dict[str, Any],
     return score
 
 
-@router.post("/predict", response_model=Prediction)
+# What /predict can answer besides 200, each with its error codes (an enum in the document).
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: doc("no customer with that customer_id",
+             error_body("UnknownCustomer", "unknown_customer")),
+    409: doc("this Idempotency-Key was used before with other inputs",
+             error_body("IdempotencyKeyReused", "idempotency_key_reused")),
+    413: TOO_LARGE,
+    422: INVALID,
+    500: doc("the model failed to score, or an error_rate fault fired",
+             error_body("PredictFailed", "model_error", "internal_error")),
+    503: doc("no model is loaded, or the database is unavailable; a database_unavailable "
+             "answer carries Retry-After, after which a request with the same "
+             "Idempotency-Key is safe to retry",
+             error_body("PredictUnavailable", "model_not_loaded", "database_unavailable"),
+             headers={"Retry-After": {
+                 "description": "seconds to wait before retrying (database_unavailable only)",
+                 "schema": {"type": "integer", "minimum": 0}}}),
+}
+
+
+@router.post("/predict", response_model=Prediction, responses=PREDICT_RESPONSES)
 def predict(
     txn: Transaction,
     request: Request,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description="a UUID that makes retries safe: the same key and inputs get the stored "
+                    "answer, never a second prediction",
+        json_schema_extra=uuid_string)] = None,
 ) -> Prediction:
     """Score a transaction and record it; an Idempotency-Key (UUID) makes retries safe."""
     st = get_state(request)

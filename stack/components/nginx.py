@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 UPSTREAM = "api_backend"
 HEALTH_UPSTREAM = "api_health"
+METHOD_NOT_ALLOWED = "@method_not_allowed"
 STATUS_PATH = "/nginx_status"
 VERSION_PATH = "/__config_version"
 
@@ -144,6 +145,11 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         f"        proxy_next_upstream_timeout {_ms(spec.next_upstream_timeout_s)};",
         "        add_header X-Upstream $upstream_addr always;",
         "",
+        "        # nginx refuses TRACE itself (405, an HTML page, no Allow). Ask a replica",
+        "        # instead which methods the path takes: an OPTIONS without the body gets its",
+        "        # JSON 405 with Allow (or its JSON 404 for a path it does not serve).",
+        f"        error_page 405 = {METHOD_NOT_ALLOWED};",
+        "",
         "        location / {",
         f"            proxy_pass {up};",
         "        }",
@@ -169,6 +175,14 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         f"            proxy_pass http://{HEALTH_UPSTREAM}/readyz;",
         "            proxy_next_upstream_tries 0;",
         "            error_page 502 504 = @no_ready_backend;",
+        "        }",
+        "",
+        f"        location {METHOD_NOT_ALLOWED} {{",
+        "            proxy_method OPTIONS;",
+        "            proxy_pass_request_body off;",
+        '            proxy_set_header Content-Length "";',
+        '            proxy_set_header Connection "";  # set here, the server\'s is not inherited',
+        f"            proxy_pass {up};",
         "        }",
         "",
         "        location @no_ready_backend {",
