@@ -172,6 +172,135 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_main([args.week, *args.tasks] + (["--solutions"] if args.solutions else []))
 
 
+# -- the playbook on a team's own API (stack/own/) --------------------------------------------
+def cmd_probe(args: argparse.Namespace) -> int:
+    from stack.own import measure
+    from stack.own.durations import bounded_duration, parse_duration
+
+    interval = parse_duration(args.interval, "--interval")
+    for_s = parse_duration(args.for_, "--for")
+    timeout = bounded_duration(args.timeout, "--timeout", 0, 60) if args.timeout else None
+    m = measure.probe(args.url, interval, for_s, timeout_s=timeout, out_dir=args.out,
+                      progress=not args.quiet and None)
+    print("\n".join(measure.report_lines(m, args.slo)))
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from stack.own import measure
+    from stack.own.durations import bounded_duration, parse_duration
+
+    duration = parse_duration(args.duration, "--duration") if args.duration else None
+    timeout = bounded_duration(args.timeout, "--timeout", 0, 60)
+    body = measure.read_body(args.body) if args.body else None
+    m = measure.load(args.url, args.rate, duration, method=args.method, body=body,
+                     headers=measure.parse_headers(args.header), timeout_s=timeout,
+                     out_dir=args.out, progress=not args.quiet and None)
+    print("\n".join(measure.report_lines(m, args.slo)))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from stack.own.durations import parse_duration
+    from stack.own.nginx_audit import audit
+
+    report = audit(args.config,
+                   client_timeout_s=parse_duration(args.client_timeout, "--client-timeout"),
+                   app_keepalive_s=parse_duration(args.app_keepalive, "--app-keepalive"),
+                   max_fail_timeout_s=parse_duration(args.max_fail_timeout,
+                                                     "--max-fail-timeout"))
+    print("\n".join(report.lines()))
+    return 1 if report.found and args.strict else 0
+
+
+def cmd_slo_render(args: argparse.Namespace) -> int:
+    from stack.own.durations import parse_duration
+    from stack.own.slo_render import ProdSlo, write
+
+    slo = ProdSlo(job=args.job, target=args.target, requests_metric=args.requests_metric,
+                  errors=args.errors, selector=args.selector,
+                  latency_metric=None if args.no_latency else args.latency_metric,
+                  latency_objective_s=parse_duration(args.latency_objective,
+                                                     "--latency-objective"),
+                  probe_job=args.probe_job)
+    print("\n".join(write(slo, args.out, check=not args.no_check)))
+    return 0
+
+
+def _target(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r} (e.g. 0.999)") from None
+    return value
+
+
+def _add_own_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="the week-1 uptime probe against any URL: availability, "
+                       "downtime, a timeline of outages")
+    p.add_argument("url", help="what to GET, e.g. https://api.example.com/health")
+    p.add_argument("--interval", default="30s", help="between probes (5, 0.5s, 30s, 1h; "
+                   "default 30s)")
+    p.add_argument("--for", dest="for_", default="1h", help="how long (default 1h; Ctrl-C "
+                   "ends it early with the figures so far)")
+    p.add_argument("--timeout", help="a probe that takes longer failed (default: the interval, "
+                   "at most 10s)")
+    p.add_argument("--slo", type=_target, default=0.999, help="objective (default 0.999)")
+    p.add_argument("--out", help="folder for the records (default: a new one under "
+                   f"{runs_root()})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("load", help="open-loop load on any URL: p50/p95/p99, errors by kind, "
+                       "late requests (both --rate and --duration required)")
+    p.add_argument("url", help="where to send, e.g. http://127.0.0.1:8000/predict")
+    p.add_argument("--rate", type=float, help="requests per second (at most 2000)")
+    p.add_argument("--duration", help="how long (5, 0.5s, 30s, 10m; at most 1h)")
+    p.add_argument("--method", help="HTTP method (default: GET, or POST with --body)")
+    p.add_argument("--body", help="a JSON file sent as the body of every request")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'",
+                   help="a request header (repeatable)")
+    p.add_argument("--timeout", default="5s", help="a request that takes longer failed "
+                   "(default 5s)")
+    p.add_argument("--slo", type=_target, default=0.999, help="objective (default 0.999)")
+    p.add_argument("--out", help="folder for the records (default: a new one under "
+                   f"{runs_root()})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("audit", help="static check of an nginx config for week 2's findings "
+                       "(nginx -t first)")
+    p.add_argument("config", help="nginx.conf, or a file of server/upstream blocks")
+    p.add_argument("--client-timeout", default="5s", help="your clients' timeout (default 5s)")
+    p.add_argument("--app-keepalive", default="5s", help="your app server's keep-alive "
+                   "timeout (default 5s, uvicorn's)")
+    p.add_argument("--max-fail-timeout", default="5s", help="longest fail_timeout to accept "
+                   "(default 5s)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when there are findings")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("slo", help="SLO rules and dashboards for a real Prometheus")
+    slo_sub = p.add_subparsers(dest="slo_command", required=True)
+    p = slo_sub.add_parser("render", help="recording rules, burn-rate alerts and a Grafana "
+                           "dashboard at real windows (5m ... 3d), checked with promtool")
+    p.add_argument("--job", required=True, help="the Prometheus job of your API")
+    p.add_argument("--target", type=_target, default=0.999, help="objective (default 0.999)")
+    p.add_argument("-o", "--out", required=True, help="folder to write into")
+    p.add_argument("--requests-metric", default="http_requests_total",
+                   help="counter of requests (default http_requests_total)")
+    p.add_argument("--errors", default='status=~"5.."',
+                   help='matchers of the failed ones (default status=~"5..")')
+    p.add_argument("--selector", default="", help='more matchers, e.g. route="/predict"')
+    p.add_argument("--latency-metric", default="http_request_duration_seconds",
+                   help="histogram of request durations (default "
+                   "http_request_duration_seconds)")
+    p.add_argument("--no-latency", action="store_true", help="no latency histogram")
+    p.add_argument("--latency-objective", default="0.5s", help="p99 objective (default 0.5s)")
+    p.add_argument("--probe-job", help="the blackbox exporter's job, if you run one")
+    p.add_argument("--no-check", action="store_true", help="do not run promtool")
+    p.set_defaults(func=cmd_slo_render)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stackctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the lab does")
@@ -239,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="pre-flight check for a workshop machine")
     p.add_argument("--no-smoke", action="store_true", help="skip the 10-second smoke lab")
     p.set_defaults(func=cmd_doctor)
+
+    _add_own_commands(sub)
     return parser
 
 

@@ -62,6 +62,15 @@ class Engine:
         self.tx = Transactions(int(cfg["n_customers"]), int(cfg["seed"]))
         self.url = yarl.URL(cfg["predict_url"])  # parsed once, not per request
         self.writer = RecordWriter(cfg["path"])
+        # (method, body, headers) of a fixed request; None: random POST /predict bodies
+        self.fixed: tuple[str, bytes | None, dict[str, str]] | None = None
+        if cfg.get("fixed"):
+            body = cfg.get("body")
+            headers = dict(cfg.get("headers") or {})
+            if body is not None and not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+            self.fixed = (cfg.get("method", "POST"),
+                          None if body is None else str(body).encode(), headers)
         self.counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self.late = 0
         self.retried = 0  # re-sends after a connection closed without a response
@@ -101,8 +110,9 @@ class Engine:
                                   trust_env=False, auto_decompress=False) as pc,
         ):
             self.t0 = loop.time()  # time.monotonic(): the caller reads the same clock
-            self.schedules = [loop.create_task(self._load_schedule(lc)),
-                              loop.create_task(self._probe_schedule(pc))]
+            self.schedules = [loop.create_task(run(session)) for run, session, on in (
+                (self._load_schedule, lc, cfg.get("load", True)),
+                (self._probe_schedule, pc, cfg.get("probe", True))) if on]
             ticker = loop.create_task(self._tick())
             with self._lock:
                 self.loop = loop
@@ -180,6 +190,11 @@ class Engine:
 
     async def _send_load(self, session: aiohttp.ClientSession, due: float) -> None:
         url = self.url
+        if self.fixed is not None:  # another API's request, the same every time
+            method, body, headers = self.fixed
+            await self._send("load", due, self.timeout,
+                             lambda: session.request(method, url, data=body, headers=headers))
+            return
         body = json.dumps(self.tx.next(), separators=(",", ":")).encode()
         if not self.cfg["idempotency_keys"]:
             await self._send("load", due, self.timeout,

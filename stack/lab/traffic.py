@@ -153,7 +153,10 @@ class Traffic:
                  timeout: float = 5.0, probe_timeout: float = 2.0, n_customers: int = 2000,
                  seed: int = 0, name: str = "traffic", progress: bool | None = None,
                  idempotency_keys: bool = False, max_in_flight: int = 2000,
-                 max_connections: int = 500):
+                 max_connections: int = 500, load_path: str = "/predict",
+                 method: str = "POST", body: str | None = None,
+                 headers: dict[str, str] | None = None, load: bool = True,
+                 probe: bool = True):
         for field, url in (("base_url", base_url), ("probe_url", probe_url)):
             if url is not None and not url.startswith(("http://", "https://")):
                 raise ConfigError(f"must start with http:// or https://, got {url!r}",
@@ -166,7 +169,15 @@ class Traffic:
             _positive(field, value)
         self.base_url = base_url.rstrip("/")
         self.probe_url = (probe_url or base_url).rstrip("/") + probe_path
-        self.predict_url = self.base_url + "/predict"
+        self.predict_url = self.base_url + load_path
+        # another API than the course's: one fixed request (method, body, headers) instead of
+        # random /predict bodies; `load` or `probe` False runs the other schedule alone
+        self.method, self.body, self.headers = method.upper(), body, dict(headers or {})
+        self.load, self.probe = bool(load), bool(probe)
+        self.fixed = (body is not None or headers is not None or self.method != "POST"
+                      or load_path != "/predict")
+        if not (self.load or self.probe):
+            raise ConfigError("nothing to send: both load and probe are off", field="load")
         self.rate, self.duration = float(rate), float(duration)
         self.probe_interval, self.timeout, self.probe_timeout = (
             float(probe_interval), float(timeout), float(probe_timeout))
@@ -208,7 +219,9 @@ class Traffic:
                 "probe_timeout": self.probe_timeout, "n_customers": self.n_customers,
                 "seed": self.seed, "idempotency_keys": self.idempotency_keys,
                 "max_in_flight": self.max_in_flight, "max_connections": self.max_connections,
-                "path": str(self.path)}
+                "path": str(self.path), "method": self.method, "body": self.body,
+                "headers": self.headers, "fixed": self.fixed, "load": self.load,
+                "probe": self.probe}
 
     def start(self) -> Traffic:
         """Start the client's process; returns once the schedule's clock has started."""
