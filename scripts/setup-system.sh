@@ -19,6 +19,7 @@ have prometheus-alertmanager || missing+=(prometheus-alertmanager)
 have prometheus-nginx-exporter || missing+=(prometheus-nginx-exporter)
 have prometheus-postgres-exporter || missing+=(prometheus-postgres-exporter)
 have prometheus-redis-exporter || missing+=(prometheus-redis-exporter)
+have prometheus-blackbox-exporter || missing+=(prometheus-blackbox-exporter)  # the uptime probe
 have etcd || missing+=(etcd-server)  # Patroni's leader lock lives in etcd
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # As root the venv may be made with the system's Python (scripts/pick-python.sh says why).
@@ -31,7 +32,7 @@ case "$(uname -s)" in
   Darwin)
     if [ ${#missing[@]} -gt 0 ]; then
       echo "setup: install the lab's programs with Homebrew:"
-      echo "  brew install nginx redis postgresql@15 prometheus alertmanager"
+      echo "  brew install nginx redis postgresql@15 prometheus alertmanager blackbox_exporter"
     fi
     exit 0 ;;
 esac

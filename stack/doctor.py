@@ -26,7 +26,8 @@ class Check:
 
 PROGRAMS = ["postgres", "initdb", "pg_basebackup", "nginx", "redis-server", "prometheus",
             "promtool", "prometheus-alertmanager", "prometheus-nginx-exporter",
-            "prometheus-postgres-exporter", "prometheus-redis-exporter", "etcd"]
+            "prometheus-postgres-exporter", "prometheus-redis-exporter",
+            "prometheus-blackbox-exporter", "etcd"]
 MIN_MEMORY_GB = 2.0
 MIN_DISK_GB = 2.0
 

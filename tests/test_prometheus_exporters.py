@@ -1,5 +1,5 @@
 """The exporters Prometheus scrapes, each against the real server it watches; the probe
-exporter and the webhook receiver as processes."""
+exporter (the real blackbox exporter) and the webhook receiver as processes."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ from stack.runtime import ports
 from stack.analysis.notifications import read_notifications
 from stack.components.alerting import WebhookReceiver
 from stack.components.exporters import NginxExporter, PostgresExporter, RedisExporter
-from stack.components.probe_exporter import ProbeExporter, render_metrics
+from stack.components.probe_exporter import ProbeExporter
 
 
 @pytest.fixture
@@ -38,22 +38,21 @@ def _metric(text: str, prefix: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.startswith(prefix)]
 
 
-def test_probe_metrics_text():
-    assert render_metrics(1, 200, 0.0123).splitlines()[2::3] == [
-        "probe_success 1", "probe_duration_seconds 0.012300", "probe_http_status_code 200"]
-
-
 @pytest.mark.integration
 def test_probe_exporter_probes_on_each_scrape(tmp_path: Path, started: list):
     dead = f"http://127.0.0.1:{ports.free_port()}/health"
-    probe = _start(started, ProbeExporter("probe", tmp_path, ports.free_port(), dead, 0.3))
-    text = httpx.get(probe.address + "/metrics", timeout=3).text
-    assert "probe_success 0" in text and "probe_http_status_code 0" in text
+    probe = _start(started, ProbeExporter("probe", tmp_path, ports.free_port(), dead, 0.3,
+                                          scrape_timeout_s=1.0))
+    assert (probe.dir / "blackbox.yml").exists()
+    text = httpx.get(probe.probe_url, timeout=3).text
+    assert _metric(text, "probe_success ") == ["probe_success 0"]
+    assert _metric(text, "probe_http_status_code ") == ["probe_http_status_code 0"]
     # a target that answers: the probe exporter's own health page
     ok = _start(started, ProbeExporter("probe2", tmp_path, ports.free_port(),
                                        probe.address + "/-/healthy", 0.5))
-    text = httpx.get(ok.address + "/metrics", timeout=3).text
-    assert "probe_success 1" in text and "probe_http_status_code 200" in text
+    text = httpx.get(ok.probe_url, timeout=3).text
+    assert _metric(text, "probe_success ") == ["probe_success 1"]
+    assert _metric(text, "probe_http_status_code ") == ["probe_http_status_code 200"]
 
 
 @pytest.mark.integration

@@ -106,11 +106,12 @@ def test_probe_scraped_page_fires_reaches_webhook_and_resolves(tmp_path: Path, f
         hook = WebhookReceiver("webhook", tmp_path, ports.free_port())
         am = Alertmanager.from_spec("alertmanager", tmp_path, ports.free_port(), hook.url, spec)
         probe = ProbeExporter("probe", tmp_path, ports.free_port(),
-                              f"http://127.0.0.1:{api_port}/health", timeout_s=0.4)
+                              f"http://127.0.0.1:{api_port}/health", timeout_s=0.4,
+                              scrape_timeout_s=spec.scrape_interval_s)
         prom = PrometheusServer(
             "prometheus", tmp_path, ports.free_port(), spec,
             {"api": [f"api1=127.0.0.1:{api_port}"], "probe": [f"127.0.0.1:{probe.port}"]},
-            [rules], am.url)
+            [rules], am.url, job_options={"probe": probe.scrape_options()})
         for comp in (hook, am, probe, prom):
             started.append(comp)
             comp.start()

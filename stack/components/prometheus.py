@@ -42,11 +42,14 @@ def _target_host(target: str) -> str:
 
 
 def render_config(spec: PrometheusSpec, scrape_targets: Mapping[str, Sequence[str]],
-                  rule_files: Sequence[Path] = (), alertmanager_url: str | None = None) -> str:
+                  rule_files: Sequence[Path] = (), alertmanager_url: str | None = None,
+                  job_options: Mapping[str, Mapping[str, object]] | None = None) -> str:
     """prometheus.yml (a pure function of its arguments).
 
     `scrape_targets` maps a job to its "127.0.0.1:PORT" targets. An ``api`` target may be
     written "NAME=127.0.0.1:PORT" to give it the label replica="NAME" (else api1, api2, ...).
+    `job_options` adds scrape settings to a job (the blackbox exporter's metrics_path and
+    params).
     """
     interval = prom_duration(spec.scrape_interval_s)
     cfg: dict = {
@@ -74,6 +77,7 @@ def render_config(spec: PrometheusSpec, scrape_targets: Mapping[str, Sequence[st
                 if not t.startswith("127.0.0.1:"):
                     raise ValueError(f"job {job}: target {t!r} is not on 127.0.0.1")
         cfg["scrape_configs"].append({"job_name": job, "metrics_path": "/metrics",
+                                      **(job_options or {}).get(job, {}),
                                       "static_configs": static})
     return "# rendered by the lab from its topology\n" + yaml.safe_dump(cfg, sort_keys=False)
 
@@ -163,13 +167,15 @@ class PrometheusServer(HttpComponent):
 
     def __init__(self, name: str, run_dir: Path, port: int, spec: PrometheusSpec,
                  scrape_targets: Mapping[str, Sequence[str]], rule_files: Sequence[Path] = (),
-                 alertmanager_url: str | None = None):
+                 alertmanager_url: str | None = None,
+                 job_options: Mapping[str, Mapping[str, object]] | None = None):
         super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
                          stop_timeout_s=10.0)
         self.spec = spec
         self.scrape_targets = {k: list(v) for k, v in scrape_targets.items()}
         self.rule_files = [Path(p) for p in rule_files]
         self.alertmanager_url = alertmanager_url
+        self.job_options = {k: dict(v) for k, v in (job_options or {}).items()}
         self._client = PrometheusClient(self.url)
 
     @property
@@ -182,7 +188,7 @@ class PrometheusServer(HttpComponent):
 
     def render(self) -> str:
         return render_config(self.spec, self.scrape_targets, self.rule_files,
-                             self.alertmanager_url)
+                             self.alertmanager_url, self.job_options)
 
     def check_config(self) -> None:
         """`promtool check config` (which also checks the rule files)."""

@@ -214,7 +214,7 @@ class Lab:
 
     def _plan_monitoring(self, plan: dict[str, Any], port: Any) -> None:
         """Prometheus and what it scrapes: the replicas, exporters for nginx, Postgres and
-        Redis, the uptime probe (as a blackbox exporter would give it), and Alertmanager
+        Redis, the uptime probe (the real blackbox exporter), and Alertmanager
         with a webhook receiver that records every notification."""
         from stack.components.alerting import Alertmanager, WebhookReceiver
         from stack.components.exporters import NginxExporter, PostgresExporter, RedisExporter
@@ -229,7 +229,8 @@ class Lab:
         am = plan["alertmanager"] = Alertmanager.from_spec(
             "alertmanager", run, port("alertmanager"), webhook.url, ps)
         probe = plan["probe"] = ProbeExporter("probe", run, port("probe"),
-                                              entry + ps.probe_path, ps.probe_timeout_s)
+                                              entry + ps.probe_path, ps.probe_timeout_s,
+                                              scrape_timeout_s=ps.scrape_interval_s)
         targets: dict[str, list[str]] = {
             "api": [f"{a.name}=127.0.0.1:{a.port}" for a in replicas],
             "probe": [f"127.0.0.1:{probe.port}"]}
@@ -251,7 +252,8 @@ class Lab:
                 targets["redis"] = [exp.target]
         plan["prometheus"] = PrometheusServer(
             "prometheus", run, port("prometheus"), ps, targets,
-            [run / "prometheus" / "slo.rules.yml"], am.url)
+            [run / "prometheus" / "slo.rules.yml"], am.url,
+            job_options={"probe": probe.scrape_options()})
 
     def _start_monitoring(self, plan: dict[str, Any]) -> None:
         from stack.analysis.slo import SloSettings, write_rules

@@ -20,6 +20,7 @@ _APT = {
     "prometheus-nginx-exporter": "prometheus-nginx-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
     "prometheus-redis-exporter": "prometheus-redis-exporter",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "etcd": "etcd-server",
 }
 _POSTGRES_TOOLS = {"postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_isready", "psql"}
