@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from stack.errors import ConfigError, StackError
+from stack.k8s.cli import add_parser as add_render_parser
 from stack.lab.lab import Lab, component_status, down_run, live_runs, read_state, runs_root
 
 
@@ -370,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doctor)
 
     _add_own_commands(sub)
+    add_render_parser(sub)  # stackctl render k8s
     return parser
 
 

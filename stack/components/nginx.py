@@ -44,6 +44,8 @@ PLAYBOOK = {
     "next_upstream": "error timeout http_500 http_502 http_503",
     "connect_timeout": "2s", "send_timeout": "10s", "read_timeout": "10s",
 }
+# tuned: what a client is told to wait when no replica is live (nginx's own 502 becomes 503)
+NO_LIVE_RETRY_AFTER_S = 1
 # tuned: what may be retried on the next replica; POST only with an Idempotency-Key
 TUNED_NEXT_UPSTREAM = "error timeout http_502 http_503 http_504"
 
@@ -150,7 +152,11 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "        # JSON 405 with Allow (or its JSON 404 for a path it does not serve).",
         f"        error_page 405 = {METHOD_NOT_ALLOWED};",
         "",
+        "        # nginx's own 502 (no live upstream: every replica failed or was marked",
+        "        # failed) becomes a JSON 503 with Retry-After, as a replica's own 503 for an",
+        "        # unavailable database is: a client with an Idempotency-Key retries after it.",
         "        location / {",
+        "            error_page 502 = @no_live_replica;",
         f"            proxy_pass {up};",
         "        }",
         "",
@@ -159,6 +165,7 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "        # of 'if' in a location.",
         "        location = /predict {",
         "            error_page 418 = @predict_idempotent;",
+        "            error_page 502 = @no_live_replica;",
         '            if ($http_idempotency_key != "") {',
         "                return 418;",
         "            }",
@@ -166,6 +173,7 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "        }",
         "",
         "        location @predict_idempotent {",
+        "            error_page 502 = @no_live_replica;",
         f"            proxy_pass {up};",
         f"            proxy_next_upstream {TUNED_NEXT_UPSTREAM} non_idempotent;",
         "        }",
@@ -187,6 +195,13 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "",
         "        location @no_ready_backend {",
         '            return 503 "no ready backend\\n";',
+        "        }",
+        "",
+        "        location @no_live_replica {",
+        "            default_type application/json;",
+        f'            add_header Retry-After {NO_LIVE_RETRY_AFTER_S} always;',
+        '            return 503 \'{"error": "no_replica_available", "detail": "no replica '
+        'can take the request now"}\';',
         "        }",
         "    }",
     ]

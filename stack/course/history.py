@@ -115,6 +115,12 @@ def run(lab: Lab, *, rate: float = 40.0, rounds: int = 2, settle_s: float = 3.0,
         for _ in range(rounds):
             old = sampler.writable_now()[0]
             new = next(n for n in NODES if n != old)
+            if lab.topology.postgres.synchronous:
+                # In synchronous_mode Patroni promotes only the synchronous standby (another
+                # replica may lack acknowledged commits): after a restart or a lost standby,
+                # wait until the replica is named synchronous again.
+                _wait_until(lambda: lab.component(new).check("/sync"), promote_timeout,
+                            f"{new} as the synchronous standby")
             lost_at = time.time()
             applied = faults.apply(lab, "node_loss", target=old)
             waited = _wait_until(lambda: sampler.writable_now() == (new,), promote_timeout,
