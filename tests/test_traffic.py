@@ -131,6 +131,8 @@ def test_records_have_all_fields_and_probe_count(api, tmp_path):
         assert 0 < r["latency_s"] < 2 and r["lag_s"] < 0.5  # room for a slow machine
     assert all(r["request_id"].startswith("r") for r in load)
     assert all(r["request_id"] == "" for r in probes)
+    # read from a fine clock, not the event loop's cached milliseconds
+    assert any(abs(r["latency_s"] * 1000 - round(r["latency_s"] * 1000)) > 1e-3 for r in load)
     assert [r["t"] for r in sorted(probes, key=lambda r: r["t"])] == pytest.approx(
         [i * 0.25 for i in range(8)])
 

@@ -35,6 +35,11 @@ from stack.analysis.fields import LATE_S
 from stack.lab.traffic import STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
 
 
+# Every time the client records (the schedule, latency, lag) is read here: uvloop's loop.time()
+# is libuv's cached millisecond clock, too coarse for a request that takes a millisecond.
+_now = time.monotonic
+
+
 def classify(exc: BaseException) -> str:
     """Map a client-side exception to an error kind."""
     if isinstance(exc, TimeoutError):  # asyncio.timeout and aiohttp's own timeouts
@@ -109,7 +114,7 @@ class Engine:
             aiohttp.ClientSession(connector=probe_conn, timeout=no_timeout,
                                   trust_env=False, auto_decompress=False) as pc,
         ):
-            self.t0 = loop.time()  # time.monotonic(): the caller reads the same clock
+            self.t0 = _now()  # CLOCK_MONOTONIC: the caller reads the same clock
             self.schedules = [loop.create_task(run(session)) for run, session, on in (
                 (self._load_schedule, lc, cfg.get("load", True)),
                 (self._probe_schedule, pc, cfg.get("probe", True))) if on]
@@ -123,7 +128,7 @@ class Engine:
             for outcome in await asyncio.gather(*self.schedules, return_exceptions=True):
                 if isinstance(outcome, Exception):
                     raise outcome
-            ended = loop.time()
+            ended = _now()
             # 2. drain: in-flight requests end by their own timeouts; this bound is a backstop
             pending = self.load_tasks | self.probe_tasks
             if pending:
@@ -145,11 +150,10 @@ class Engine:
     async def _schedule(self, period: float, launch: Callable[[float], None]) -> None:
         """Call `launch(due)` at t0, t0+period, ... until the duration is up; never waits on
         responses, so the clock keeps going whatever the server does."""
-        loop = asyncio.get_running_loop()
         i = 0
         while i * period < self.duration - 1e-9:
             due = self.t0 + i * period
-            delay = due - loop.time()
+            delay = due - _now()
             if delay > 0:
                 await asyncio.sleep(delay)
             elif i % 64 == 0:
@@ -162,7 +166,7 @@ class Engine:
         max_in_flight = int(self.cfg["max_in_flight"])
 
         def launch(due: float) -> None:
-            now = loop.time()
+            now = _now()
             if len(self.load_tasks) >= max_in_flight or now - due > self.timeout:
                 self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
@@ -177,7 +181,7 @@ class Engine:
         url = self.cfg["probe_url"]
 
         def launch(due: float) -> None:
-            now = loop.time()
+            now = _now()
             if now - due > self.probe_timeout:
                 self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
@@ -202,8 +206,7 @@ class Engine:
             return
         headers = {**_JSON, "Idempotency-Key": str(uuid.uuid4())}
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = _now() + self.timeout
 
         async def post_with_retries() -> aiohttp.ClientResponse:
             # A keep-alive connection the server closed just as we sent (nginx workers quit
@@ -226,7 +229,7 @@ class Engine:
                     self.retried += 1
                     continue
                 wait = _retry_after(resp)
-                if wait is None or loop.time() + wait >= deadline - 0.05:
+                if wait is None or _now() + wait >= deadline - 0.05:
                     return resp
                 resp.release()
                 self.retried += 1
@@ -238,8 +241,7 @@ class Engine:
                     request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> None:
         """Send one request under an overall deadline (waiting for a connection slot counts)
         and record its outcome."""
-        loop = asyncio.get_running_loop()
-        sent, wall = loop.time(), time.time()
+        sent, wall = _now(), time.time()
         status, error, backend, request_id = 0, "", "", ""
         try:
             async with asyncio.timeout(timeout):
@@ -255,11 +257,11 @@ class Engine:
             elif kind == "load":
                 request_id = _request_id(data)
         except asyncio.CancelledError:
-            self._record(kind, due, sent, wall, loop.time() - sent, 0, "timeout", "", "")
+            self._record(kind, due, sent, wall, _now() - sent, 0, "timeout", "", "")
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             error = classify(exc)
-        self._record(kind, due, sent, wall, loop.time() - sent, status, error, backend,
+        self._record(kind, due, sent, wall, _now() - sent, status, error, backend,
                      request_id)
 
     def _record(self, kind: str, due: float, sent: float, wall: float, latency: float,
