@@ -81,6 +81,9 @@ class NginxSpec(_Spec):
     zone_kb: int = Field(64, ge=32, le=65_536)
     next_upstream_tries: int = Field(2, ge=0, le=10)
     next_upstream_timeout_s: float = Field(3.0, ge=0, le=600)
+    # /health gives each replica this long: a frozen replica must cost less than the uptime
+    # probe's timeout, so that the other replica's answer still arrives in time
+    health_timeout_s: float = Field(0.3, gt=0, le=60)
     # both presets: how long old workers may finish in-flight requests on quit or reload
     shutdown_timeout_s: float = Field(10.0, gt=0, le=600)
     start_deadline_s: float = Field(10.0, gt=0, le=600)

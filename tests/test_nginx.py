@@ -135,6 +135,7 @@ class Backend:
         self.name, self.port = name, port
         self.ready = True
         self.predict_status = 200
+        self.readyz_delay = 0.0  # seconds /readyz takes (a frozen replica: long)
         self.connections = 0
         self.requests = 0
         self.options = 0  # OPTIONS requests: how nginx asks which methods a path takes
@@ -170,6 +171,7 @@ class Backend:
                 with backend.lock:
                     backend.requests += 1
                 if url.path == "/readyz":
+                    time.sleep(backend.readyz_delay)
                     self._answer(200 if backend.ready else 503, {"ready": backend.ready})
                 elif url.path == "/predict":
                     delay = float(parse_qs(url.query).get("delay", ["0"])[0])
@@ -319,6 +321,20 @@ def test_tuned_health_follows_replica_readiness(make_nginx, backends):
     backends[0].close()  # all dead: nginx's own 502 becomes 503
     resp = _get(health)
     assert (resp.status_code, resp.text) == (503, "no ready backend\n")
+
+
+@pytest.mark.integration
+def test_tuned_health_answers_in_time_with_one_replica_frozen(make_nginx, backends):
+    """A frozen replica holds its connections and answers nothing: /health must still answer
+    within the uptime probe's timeout (0.8 s), from the other replica, every time."""
+    nginx = make_nginx("tuned")
+    backends[1].readyz_delay = 5.0  # frozen for longer than any probe waits
+    times = []
+    for _ in range(6):  # round robin: every other try reaches the frozen one first
+        t0 = time.monotonic()
+        assert _get(nginx.url + "/health").status_code == 200
+        times.append(time.monotonic() - t0)
+    assert max(times) < 0.8, times
 
 
 @pytest.mark.integration
