@@ -111,6 +111,10 @@ def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
     with Lab("after") as lab:
         groups = {name: comp.proc.record.pgid for name, comp in lab.components.items()
                   if comp.proc and comp.proc.record}
+        for name, comp in lab.components.items():
+            if comp.kind == "patroni":  # its Postgres runs in a group of its own
+                groups[f"{name} (agent)"] = groups.pop(name)
+                groups[f"{name} (pg)"] = comp.postmaster().pgid
         before = {name: procfs.group_cpu_seconds(pgid) for name, pgid in groups.items()}
         with Traffic(lab.public_url, lab.run_dir, rate=rate, duration=duration, name="bench-cpu",
                      progress=False, idempotency_keys=True) as traffic:

@@ -14,6 +14,7 @@ from stack.components.base import Component
 from stack.runtime import binaries
 
 CLUSTER_TOKEN = "uptime-lab"
+HEARTBEAT_MS = 500
 
 
 class EtcdServer(Component):
@@ -46,6 +47,10 @@ class EtcdServer(Component):
                 "--initial-cluster", f"{self.name}={self.peer_url}",
                 "--initial-cluster-state", "new",
                 "--initial-cluster-token", CLUSTER_TOKEN,
+                # one member has no followers to heartbeat: a slower raft tick saves CPU and
+                # is still far inside Patroni's leader-key TTL
+                "--heartbeat-interval", str(HEARTBEAT_MS),
+                "--election-timeout", str(10 * HEARTBEAT_MS),
                 "--logger", "zap", "--log-level", "warn"]
 
     def ready(self) -> bool:
