@@ -107,13 +107,24 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     from stack.lab.runner import run_scenario
     from stack.scenario import load_scenario
 
-    scenario = load_scenario(args.file, known_faults=faults.names())
+    from stack.lab.lab import component_kinds
+    from stack.topology import load_topology
+
+    topology = load_topology(args.topology)
+    # every event's fault and target are checked against this topology before a lab starts
+    scenario = load_scenario(args.file, known_faults=faults.names(),
+                             components=component_kinds(topology),
+                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
     if args.time_scale != 1.0:
         scenario = scenario.scaled(args.time_scale)
-    with Lab(args.topology) as lab:
+    # as the notebooks do: with nginx in front, POSTs carry an Idempotency-Key, which lets
+    # nginx retry them on the other replica (--no-idempotency-keys shows the difference)
+    keys = topology.nginx is not None if args.idempotency_keys is None else args.idempotency_keys
+    with Lab(topology) as lab:
         print(f"lab '{lab.topology.name}' up in {lab.timings['up']:.1f} s; replaying "
-              f"{scenario.name} ({scenario.duration_s:g} s, {len(scenario.events)} faults)")
-        result = run_scenario(lab, scenario)
+              f"{scenario.name} ({scenario.duration_s:g} s, {len(scenario.events)} faults), "
+              f"Idempotency-Keys {'on' if keys else 'off'}")
+        result = run_scenario(lab, scenario, idempotency_keys=keys)
         s = result.summary()
     print(f"availability {s['availability']:.3%} (probes {s['probe_availability']:.3%}), "
           f"p99 {s['p99_ms']:.0f} ms, failed requests {s['failed']} of {s['requests']}")
@@ -338,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", default="before", help="before, after, or a YAML file")
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="stretch (>1) or compress (<1) the timeline")
+    p.add_argument("--idempotency-keys", action=argparse.BooleanOptionalAction, default=None,
+                   help="send an Idempotency-Key with each POST (default: on when the "
+                   "topology has nginx, as in the notebooks)")
     p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("deploy", help="smoke-test a model, then serve it on every replica "

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -88,9 +88,14 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] | None = None
-                   ) -> Scenario:
-    """Validate scenario YAML; a ConfigError names the file, the line and the field."""
+def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] | None = None,
+                   components: Mapping[str, str] | None = None,
+                   fault_targets: Mapping[str, Sequence[str]] | None = None) -> Scenario:
+    """Validate scenario YAML; a ConfigError names the file, the line and the field.
+
+    With `components` (name -> kind, of the topology it will run on) and `fault_targets`
+    (fault -> the kinds it applies to), every event's target is checked too, before any lab
+    starts."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -122,13 +127,28 @@ def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] 
                                   f"{', '.join(sorted(known_faults))}",
                                   field=f"events.{i}.fault",
                                   line=_line_of(node, ("events", i, "fault")), source=source)
+    if components is not None:
+        for i, ev in enumerate(scenario.events):
+            kind = components.get(ev.target)
+            where = {"field": f"events.{i}.target", "source": source,
+                     "line": _line_of(node, ("events", i, "target"))}
+            if kind is None:
+                raise ConfigError(f"no component '{ev.target}' in this topology; it has: "
+                                  f"{', '.join(sorted(components))}", **where)
+            allowed = (fault_targets or {}).get(ev.fault)
+            if allowed is not None and kind not in allowed:
+                raise ConfigError(f"fault '{ev.fault}' applies to {', '.join(allowed)} "
+                                  f"components, not {ev.target} ({kind})", **where)
     return scenario
 
 
-def load_scenario(path: str | Path, known_faults: list[str] | None = None) -> Scenario:
+def load_scenario(path: str | Path, known_faults: list[str] | None = None,
+                  components: Mapping[str, str] | None = None,
+                  fault_targets: Mapping[str, Sequence[str]] | None = None) -> Scenario:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read scenario file: {exc.strerror}", source=str(path)) from None
-    return parse_scenario(text, source=str(path), known_faults=known_faults)
+    return parse_scenario(text, source=str(path), known_faults=known_faults,
+                          components=components, fault_targets=fault_targets)

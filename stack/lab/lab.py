@@ -456,6 +456,16 @@ def read_state(run_dir: str | Path) -> dict:
                             "or delete the folder") from None
 
 
+def component_kinds(topology: str | Path | Topology) -> dict[str, str]:
+    """name -> kind of every component a lab of this topology runs ('api' names the first
+    replica), without starting anything: what a scenario's targets are checked against."""
+    lab = Lab(topology, teardown_at_exit=False)
+    kinds = {name: comp.kind for name, comp in lab._plan().items()}
+    if "api1" in kinds:
+        kinds["api"] = kinds["api1"]
+    return kinds
+
+
 def _records(state: dict) -> Iterator[tuple[str, dict, ProcessRecord]]:
     for name, comp in state.get("components", {}).items():
         if comp.get("process"):
