@@ -247,6 +247,14 @@ def _target(text: str) -> float:
     return value
 
 
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What `probe` and `load` share: the objective, where records go, the progress bar."""
+    p.add_argument("--slo", type=_target, default=0.999, help="objective (default 0.999)")
+    p.add_argument("--out", help="folder for the records (default: a new one under "
+                   f"{runs_root()})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def _add_own_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("probe", help="the week-1 uptime probe against any URL: availability, "
                        "downtime, a timeline of outages")
@@ -257,10 +265,7 @@ def _add_own_commands(sub: argparse._SubParsersAction) -> None:
                    "ends it early with the figures so far)")
     p.add_argument("--timeout", help="a probe that takes longer failed (default: the interval, "
                    "at most 10s)")
-    p.add_argument("--slo", type=_target, default=0.999, help="objective (default 0.999)")
-    p.add_argument("--out", help="folder for the records (default: a new one under "
-                   f"{runs_root()})")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_options(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("load", help="open-loop load on any URL: p50/p95/p99, errors by kind, "
@@ -274,10 +279,7 @@ def _add_own_commands(sub: argparse._SubParsersAction) -> None:
                    help="a request header (repeatable)")
     p.add_argument("--timeout", default="5s", help="a request that takes longer failed "
                    "(default 5s)")
-    p.add_argument("--slo", type=_target, default=0.999, help="objective (default 0.999)")
-    p.add_argument("--out", help="folder for the records (default: a new one under "
-                   f"{runs_root()})")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_options(p)
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("audit", help="static check of an nginx config for week 2's findings "

@@ -101,11 +101,13 @@ def figure(prom: RangeQueryable, start: float, end: float, step: float = 1.0,
     return finish(fig, path)
 
 
-def grafana_dashboard(s: SloSettings = SloSettings()) -> dict:
-    """Importable Grafana dashboard JSON with the same PromQL; the data source is a variable."""
+def grafana_json(panels_: list[Panel], *, title: str, uid: str, refresh: str, time_from: str,
+                 alerts_expr: str = 'ALERTS{alertstate="firing"}') -> dict:
+    """Importable Grafana dashboard JSON for these panels; the data source is a variable, and
+    firing alerts show as annotations."""
     ds = {"type": "prometheus", "uid": "${datasource}"}
     out_panels = []
-    for i, panel in enumerate(panels(s)):
+    for i, panel in enumerate(panels_):
         out_panels.append({
             "id": i + 1, "type": "timeseries", "title": panel.title, "datasource": ds,
             "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
@@ -115,23 +117,29 @@ def grafana_dashboard(s: SloSettings = SloSettings()) -> dict:
                          "legendFormat": t.legend} for j, t in enumerate(panel.targets)],
         })
     return {
-        "title": "Uptime playbook: fraud-scoring API",
-        "uid": "uptime-playbook",
+        "title": title,
+        "uid": uid,
         "tags": ["uptime-playbook", "slo"],
         "timezone": "browser",
         "schemaVersion": 38,
         "version": 1,
         "editable": True,
-        "refresh": "5s",
-        "time": {"from": "now-15m", "to": "now"},
+        "refresh": refresh,
+        "time": {"from": time_from, "to": "now"},
         "templating": {"list": [{
             "name": "datasource", "label": "Prometheus", "type": "datasource",
             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1}]},
         "annotations": {"list": [{
             "name": "Alerts", "datasource": ds, "enable": True, "iconColor": "red",
-            "expr": 'ALERTS{alertstate="firing"}', "titleFormat": "{{alertname}}"}]},
+            "expr": alerts_expr, "titleFormat": "{{alertname}}"}]},
         "panels": out_panels,
     }
+
+
+def grafana_dashboard(s: SloSettings = SloSettings()) -> dict:
+    """Importable Grafana dashboard JSON with the same PromQL as the lab's figure."""
+    return grafana_json(panels(s), title="Uptime playbook: fraud-scoring API",
+                        uid="uptime-playbook", refresh="5s", time_from="now-15m")
 
 
 def dashboards_dir() -> Path:

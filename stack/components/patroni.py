@@ -31,7 +31,6 @@ import yaml
 
 from stack.components.postgres import REPLICATION_ROLE, SUPERUSER, PostgresServer, _own
 from stack.runtime import binaries
-from stack.runtime.procfs import descendants
 from stack.runtime.processes import ProcessRecord
 from stack.runtime.procfs import start_time
 
@@ -230,14 +229,8 @@ class PatroniNode(PostgresServer):
         pm = self.postmaster()
         if self.proc and self.proc.record:
             self.proc.record.send(signal.SIGKILL)
-        if pm is not None:
-            pids = descendants(pm.pid) or []
+        if pm is not None:  # the postmaster's group: it and its backends
             pm.send(signal.SIGKILL)
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             pm.wait_gone(5.0)
         if self.proc and self.proc.popen is not None:
             try:

@@ -123,8 +123,12 @@ def run(lab: Lab, *, rate: float = 40.0, rounds: int = 2, settle_s: float = 3.0,
                             f"{new} as the synchronous standby")
             lost_at = time.time()
             applied = faults.apply(lab, "node_loss", target=old)
-            waited = _wait_until(lambda: sampler.writable_now() == (new,), promote_timeout,
-                                 f"promotion of {new}")
+            try:
+                waited = _wait_until(lambda: sampler.writable_now() == (new,),
+                                     promote_timeout, f"promotion of {new}")
+            except StackError:
+                faults.undo(lab, applied)  # leave the lab with both nodes, then report
+                raise
             hist.steps.append({"action": f"node loss of the primary {old}", "wall": lost_at})
             hist.steps.append({"action": f"{new} promoted", "wall": lost_at + waited,
                                "after_s": round(waited, 1)})

@@ -114,6 +114,11 @@ def sync_standby_lost(lab: Lab, *, duration: float = 8.0, kill_at: float = 2.0,
     try:
         df = run_with_fault(lab, f"sync-standby-lost{'' if with_manager else '-unmanaged'}",
                             duration, kill_at, kill, rate=rate)
+    except BaseException:
+        if "node_loss" in applied:  # the run failed: still bring the standby's node back
+            primary.proc.resume()
+            faults.undo(lab, applied.pop("node_loss"))
+        raise
     finally:
         stop.set()
         watcher.join(2)

@@ -29,6 +29,15 @@ def describe(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{meta.get('name')}"
 
 
+def _check_model(model: Any, obj: dict, where: str) -> None:
+    """Validate a custom resource against its typed model; a ConfigError names the field."""
+    try:
+        model.model_validate(obj)
+    except ValidationError as exc:
+        field, msg = _pydantic_field(exc)
+        raise ConfigError(msg, field=field, source=where) from None
+
+
 def _pydantic_field(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     path = ""
@@ -49,20 +58,12 @@ def validate_object(obj: dict[str, Any], kubernetes_version: str = DEFAULT_KUBER
         model = MODELS.get(str(kind))
         if model is None:
             raise ConfigError(f"no model for {kind} in {api}", source=where, field="kind")
-        try:
-            model.model_validate(obj)
-        except ValidationError as exc:
-            field, msg = _pydantic_field(exc)
-            raise ConfigError(msg, field=field, source=where) from None
+        _check_model(model, obj, where)
         return "typed model of the prometheus-operator CRDs (stack/k8s/monitoring.py)"
     if api == ZALANDO:
         from stack.k8s.zalando import PostgresqlCluster
 
-        try:
-            PostgresqlCluster.model_validate(obj)
-        except ValidationError as exc:
-            field, msg = _pydantic_field(exc)
-            raise ConfigError(msg, field=field, source=where) from None
+        _check_model(PostgresqlCluster, obj, where)
         return "typed model of Zalando's postgresql CRD (stack/k8s/zalando.py)"
 
     import kubernetes_validate

