@@ -240,3 +240,142 @@ def check_routing(folder: Path) -> str:
                              "the inhibit rule must compare the slo label (equal: [slo])")
     return ("amtool accepts it; in a live Alertmanager the page went to pager, tickets to "
             "tickets, and the SLO's ticket was muted while its page fired")
+
+
+# -- health: green, yellow, red mapped to what people do ---------------------------------------
+HEALTH_NOTIFY = ("none", "ticket", "page")
+HEALTH_DEPLOYS = ("allowed", "hold", "freeze")
+HEALTH_STEPS = ("check_dashboard", "restart_replica", "rejoin_db_node", "wait_for_failover",
+                "promote_standby_by_hand", "rollback")
+_UP = {"api1": 1.0, "api2": 1.0}
+_CLEAN = {"5m": 0.0, "30m": 0.0, "1h": 0.0, "6h": 0.0}
+_DB = {"postgres": (True, True), "standby": (True, False)}
+_BY_COLOR = {"green": ("none", "allowed"), "yellow": ("ticket", "hold"), "red": ("page", "freeze")}
+
+# Hidden cases, each a state computed by the lab's own classifier (stack.analysis.health) from
+# numbers like the ones Prometheus gave during week 3's incident:
+# (what it proves, hint, classify's arguments, steps it must take, steps it must not take)
+HIDDEN_HEALTH_CASES = [
+    ("all within objectives: nobody is told, deploys go on, no step",
+     "green costs nobody anything: notify none, deploys allowed, no steps",
+     dict(error_ratio=_CLEAN, p99_s=0.12, api_up=_UP, probe_success=1.0, db_nodes=_DB),
+     set(), set(HEALTH_STEPS)),
+    ("no traffic at all (every ratio None) is green, not an alarm",
+     "a ratio of None means no requests, not errors: read state.color, do not guess from "
+     "missing numbers",
+     dict(error_ratio={"5m": None, "30m": None, "1h": None, "6h": None}, p99_s=None,
+          api_up=_UP, probe_success=1.0, db_nodes=_DB),
+     set(), set(HEALTH_STEPS)),
+    ("one replica down (week 3's frozen api2): a ticket, deploys on hold, restart it",
+     "nginx already routes around a lost replica: nobody is woken (ticket), no new deploy "
+     "until green (hold), and the replica is restarted (restart_replica)",
+     dict(error_ratio=_CLEAN, p99_s=0.1, api_up={"api1": 1.0, "api2": 0.0},
+          probe_success=1.0, db_nodes=_DB),
+     {"restart_replica"}, {"rollback"}),
+    ("errors at 2x the budget rate over 5m, far from a page: a ticket, look at the dashboard",
+     "a slow burn is yellow: open a ticket and find the cause on the dashboard "
+     "(check_dashboard); a rollback or a page is for red",
+     dict(error_ratio={**_CLEAN, "5m": 0.002, "1h": 0.0015}, p99_s=0.1, api_up=_UP,
+          probe_success=1.0, db_nodes=_DB),
+     {"check_dashboard"}, set()),
+    ("p99 at 750 ms, over the 500 ms objective: a ticket, look at the dashboard",
+     "slow is yellow: the latency and DB connections panels say where the time goes "
+     "(check_dashboard)",
+     dict(error_ratio=_CLEAN, p99_s=0.75, api_up=_UP, probe_success=1.0, db_nodes=_DB),
+     {"check_dashboard"}, set()),
+    ("the standby database node is down: a ticket, bring it back",
+     "one copy of the data is left: bring the node back (rejoin_db_node); Patroni makes it "
+     "a replica again. It is yellow: the primary still takes writes",
+     dict(error_ratio=_CLEAN, p99_s=0.1, api_up=_UP, probe_success=1.0,
+          db_nodes={"postgres": (True, True), "standby": (False, False)}),
+     {"rejoin_db_node"}, set()),
+    ("a page-level burn (10% errors over 5m and 2% over 1h): page, freeze, roll back",
+     "red wakes the on-call (page), ships nothing but rollbacks (freeze), and undoes the "
+     "last change first (rollback)",
+     dict(error_ratio={**_CLEAN, "5m": 0.10, "1h": 0.02}, p99_s=0.1, api_up=_UP,
+          probe_success=1.0, db_nodes=_DB),
+     {"rollback"}, set()),
+    ("a slow page-level burn (1% over 30m, 0.7% over 6h): page, freeze, roll back",
+     "the 6h/30m pair pages too: any page-level burn asks for a rollback",
+     dict(error_ratio={"5m": 0.0005, "30m": 0.01, "1h": 0.008, "6h": 0.007}, p99_s=0.1,
+          api_up=_UP, probe_success=1.0, db_nodes=_DB),
+     {"rollback"}, set()),
+    ("no database primary: page, and let Patroni promote; never promote by hand",
+     "with no leader Patroni promotes the standby once the leader key's TTL runs out "
+     "(wait_for_failover); a promotion by hand on top of it can leave two primaries",
+     dict(error_ratio=_CLEAN, p99_s=0.1, api_up=_UP, probe_success=1.0,
+          db_nodes={"postgres": (False, False), "standby": (True, False)}),
+     {"wait_for_failover"}, {"promote_standby_by_hand"}),
+    ("every replica down: page, restart them",
+     "no replica answers: restart them (restart_replica), one at a time",
+     dict(error_ratio=_CLEAN, p99_s=None, api_up={"api1": 0.0, "api2": 0.0},
+          probe_success=0.0, db_nodes=_DB),
+     {"restart_replica"}, set()),
+    ("a page-level burn while a replica is down (week 3's incident at its worst): red wins",
+     "red with a yellow reason is still red: page (not a ticket), roll back, and restart the "
+     "lost replica too",
+     dict(error_ratio={**_CLEAN, "5m": 0.05, "1h": 0.03}, p99_s=0.2,
+          api_up={"api1": 1.0, "api2": 0.0}, probe_success=1.0, db_nodes=_DB),
+     {"rollback", "restart_replica"}, set()),
+]
+
+
+def _health_answer(out: Any, claim: str) -> tuple[str, str, list[str]]:
+    notify, deploys, steps = (getattr(out, k, None) for k in ("notify", "deploys", "steps"))
+    if notify is None or deploys is None or steps is None:
+        raise ExerciseFailed(f"respond() returned {type(out).__name__}, without .notify, "
+                             f".deploys and .steps ({claim})",
+                             "return the starter's Response(notify, deploys, steps)")
+    steps = list(steps)
+    if notify not in HEALTH_NOTIFY or deploys not in HEALTH_DEPLOYS:
+        raise ExerciseFailed(f"respond() answered notify={notify!r}, deploys={deploys!r} "
+                             f"({claim})",
+                             f"notify is one of {', '.join(HEALTH_NOTIFY)}; deploys one of "
+                             f"{', '.join(HEALTH_DEPLOYS)}")
+    unknown = [s for s in steps if s not in HEALTH_STEPS]
+    if unknown:
+        raise ExerciseFailed(f"respond() named the step(s) {', '.join(map(str, unknown))}, "
+                             f"which are not in STEPS ({claim})",
+                             f"use only {', '.join(HEALTH_STEPS)}")
+    return str(notify), str(deploys), steps
+
+
+@task("week3", "health", ("respond.py",))
+def check_health(folder: Path) -> str:
+    from stack.analysis.health import classify
+    from stack.check.core import call_with_deadline, expect_raised, get_function, load_module
+
+    path = folder / "respond.py"
+    func = get_function(load_module(path), "respond", path)
+    failed: list[tuple[str, str]] = []
+    colors: dict[str, int] = {}
+    for claim, hint, kw, must, must_not in HIDDEN_HEALTH_CASES:
+        state = classify(**kw)
+        colors[state.color] = colors.get(state.color, 0) + 1
+        done, out, _ = call_with_deadline(func, state, deadline_s=5.0)
+        if not done:
+            raise ExerciseFailed(f"respond() did not return within 5 s ({claim})",
+                                 "respond() only reads the state: no network, no sleeping")
+        expect_raised(out, f"respond() on a {state.color} state")
+        notify, deploys, steps = _health_answer(out, claim)
+        want_notify, want_deploys = _BY_COLOR[state.color]
+        wrong = []
+        if notify != want_notify:
+            wrong.append(f"notify {notify}")
+        if deploys != want_deploys:
+            wrong.append(f"deploys {deploys}")
+        if must - set(steps):
+            wrong.append(f"no {', '.join(sorted(must - set(steps)))}")
+        if set(steps) & must_not:
+            wrong.append(f"steps {', '.join(sorted(set(steps) & must_not))}")
+        if "promote_standby_by_hand" in steps and "promote_standby_by_hand" not in must_not:
+            wrong.append("steps promote_standby_by_hand")
+        if wrong:
+            failed.append((f"{claim} (got {'; '.join(wrong)})", hint))
+    if failed:
+        raise ExerciseFailed(f"{len(failed)} of {len(HIDDEN_HEALTH_CASES)} hidden states get "
+                             "the wrong response: " + "; ".join(c for c, _ in failed[:3])
+                             + ("; ..." if len(failed) > 3 else ""), failed[0][1])
+    return (f"{len(HIDDEN_HEALTH_CASES)} hidden states from the lab's classifier "
+            f"({', '.join(f'{n} {c}' for c, n in sorted(colors.items()))}) each get the "
+            "right people, deploy rule and first steps")
