@@ -126,16 +126,31 @@ def cmd_scenario(args: argparse.Namespace) -> int:
               f"Idempotency-Keys {'on' if keys else 'off'}")
         result = run_scenario(lab, scenario, idempotency_keys=keys)
         s = result.summary()
-    print(f"availability {s['availability']:.3%} (probes {s['probe_availability']:.3%}), "
-          f"p99 {s['p99_ms']:.0f} ms, failed requests {s['failed']} of {s['requests']}")
-    print(f"downtime at this rate: {s['downtime_min_per_30d']:.0f} min per 30 days")
-    for kind, n in sorted(s["failed_by_kind"].items(), key=lambda kv: -kv[1]):
-        print(f"  {kind:<16} {n}")
+    week = result.week()  # no Prometheus runs here: no page times
+    print(f"availability over the week it stands for: {week.headline()}")
+    print(f"availability in the replay: {s['availability']:.3%} of {s['requests']} requests "
+          f"({s['failed']} failed; probes {s['probe_availability']:.3%}), "
+          f"p99 {s['p99_ms']:.0f} ms")
+    if result.client_note:
+        print(f"INCONCLUSIVE: {result.client_note}")
+    print("per incident:")
+    print(_indent(week.table().to_string()))
     for f in result.faults:
-        note = f"  ({f['error']})" if f["error"] else ""
-        print(f"  t={f['start']:6.1f}-{f['end']:6.1f} s  {f['fault']} on {f['target']}{note}")
+        if f["error"]:
+            print(f"  {f['fault']} on {f['target']} at t={f['start']:.1f} s: {f['error']}")
+    explained = result.explain_failures()
+    if len(explained):
+        from stack.analysis.week import unexplained
+
+        print(f"failed requests by who answered, fault window and error kind "
+              f"({unexplained(explained)} outside every fault window):")
+        print(_indent(explained.to_string(index=False)))
     print(f"records: {result.records_path}")
     return 0
+
+
+def _indent(text: str, by: str = "  ") -> str:
+    return "\n".join(by + line for line in text.splitlines())
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -2,21 +2,71 @@
 
     name: production_week
     duration_s: 120
+    represents: 7d                # the real week the replay stands for (default 7d)
     on_call_response_s: 12        # BEFORE: how long until a human restarts what broke
     traffic: {rate: 40, probe_interval_s: 0.5}
     events:
-      - {at: 8, fault: crash, target: api1}
-      - {at: 30, fault: hang, target: api1, duration: 6}
+      - {at: 8, fault: crash, target: api1, real_duration: 25m}
+      - {at: 30, fault: hang, target: api1, duration: 6, real_duration: 1h}
+
+Replay times (`at`, `duration`, `duration_s`) are seconds of the compressed run; `represents`
+and each event's `real_duration` are real time (`90s`, `25m`, `2h`, `1h30m`, `7d`, or plain
+seconds): how long the incident lasts in the week the replay stands for. A real duration is
+the incident's, the same whichever topology replays it; what differs between topologies is
+the share of requests that fail while it lasts.
 """
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from stack.errors import ConfigError, EventFieldError
+
+WEEK_S = 7 * 86400.0
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+
+
+def real_seconds(value: Any) -> float:
+    """Seconds in a real-time duration: a number of seconds, or text with units (`90s`, `25m`,
+    `2h`, `1h30m`, `7d`); a ValueError says what is accepted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"not a duration: {value!r} (use 90s, 25m, 2h, 1h30m, 7d or seconds)")
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _PART.findall(text)
+        if not text or "".join(n + u for n, u in parts) != text:
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(f"not a duration: {value!r} (use 90s, 25m, 2h, 1h30m, 7d "
+                                 "or seconds)") from None
+        else:
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be more than 0, got {value!r}")
+    return seconds
+
+
+def format_real(seconds: float) -> str:
+    """Short text for a real duration: 1500 -> '25m', 5400 -> '1h30m', 604800 -> '7d'."""
+    out, rest = [], float(seconds)
+    for unit in ("d", "h", "m"):
+        n = int(rest // _UNIT_S[unit])
+        if n:
+            out.append(f"{n}{unit}")
+            rest -= n * _UNIT_S[unit]
+    if rest > 1e-6 or not out:
+        out.append(f"{round(rest, 1):g}s")
+    return "".join(out)
 
 
 class _Strict(BaseModel):
@@ -36,15 +86,30 @@ class Event(_Strict):
     duration: float | None = Field(None, gt=0, description="seconds until the fault is undone "
                                    "(default: the on-call response time)")
     params: dict[str, Any] = Field(default_factory=dict)
+    real_duration: float | None = Field(None, description="seconds the incident lasts in the "
+                                        "real week (text with units in YAML: 25m, 2h, 90s); "
+                                        "default: its replay window's share of the week")
+
+    @field_validator("real_duration", mode="before")
+    @classmethod
+    def _real(cls, value: Any) -> float | None:
+        return None if value is None else real_seconds(value)
 
 
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     duration_s: float = Field(gt=0, le=3600)
+    represents: float = Field(WEEK_S, le=366 * 86400.0, description="seconds of real time "
+                              "the replay stands for (text with units in YAML: 7d)")
     on_call_response_s: float = Field(15.0, ge=0, le=3600)
     traffic: TrafficSpec = TrafficSpec()
     events: list[Event] = Field(default_factory=list)
+
+    @field_validator("represents", mode="before")
+    @classmethod
+    def _represents(cls, value: Any) -> float:
+        return real_seconds(value)
 
     @model_validator(mode="after")
     def _events_fit(self) -> "Scenario":
@@ -52,14 +117,31 @@ class Scenario(_Strict):
             if ev.at >= self.duration_s:
                 raise EventFieldError(i, "at", f"at {ev.at:g} s is after the scenario ends "
                                   f"(duration_s {self.duration_s:g})")
+        total = 0.0
+        for i, ev in enumerate(self.events):
+            total += self.real_duration_of(ev)
+            if ev.real_duration is not None and total > self.represents * (1 + 1e-9):
+                raise EventFieldError(i, "real_duration", "the events' real durations add up "
+                                      f"to {format_real(total)} here, more than the "
+                                      f"{format_real(self.represents)} the scenario "
+                                      "represents")
         return self
 
     def end_of(self, ev: Event) -> float:
         """When an event's fault is undone."""
         return ev.at + (ev.duration if ev.duration is not None else self.on_call_response_s)
 
+    def real_duration_of(self, ev: Event) -> float:
+        """Seconds the event's incident lasts in the real week: its `real_duration`, or else
+        its replay window stretched as the whole replay is (no claim beyond the replay)."""
+        if ev.real_duration is not None:
+            return ev.real_duration
+        window = min(self.end_of(ev), self.duration_s) - ev.at
+        return window * self.represents / self.duration_s
+
     def scaled(self, factor: float) -> "Scenario":
-        """The same timeline stretched (factor > 1) or compressed in time."""
+        """The same timeline stretched (factor > 1) or compressed in time; the real week and
+        each incident's real duration stay as they are."""
         data = self.model_dump()
         data["duration_s"] *= factor
         for ev in data["events"]:
@@ -67,6 +149,14 @@ class Scenario(_Strict):
             if ev["duration"] is not None:
                 ev["duration"] *= factor
         data["on_call_response_s"] *= factor
+        return Scenario.model_validate(data)
+
+    def at_rate(self, rate: float | None) -> "Scenario":
+        """The same scenario under another request rate (None: the file's own)."""
+        if rate is None:
+            return self
+        data = self.model_dump()
+        data["traffic"]["rate"] = rate
         return Scenario.model_validate(data)
 
 
@@ -114,6 +204,8 @@ def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] 
         ctx_err = (err.get("ctx") or {}).get("error")
         if isinstance(ctx_err, EventFieldError):
             loc, msg = ctx_err.loc, str(ctx_err)
+        elif err["type"] == "value_error":  # our own validators' words name the value
+            msg = str(err["msg"]).removeprefix("Value error, ")
         else:
             msg = err["msg"]
             if "input" in err and err["type"] != "missing":

@@ -69,6 +69,17 @@ def test_compare_timelines_share_scales(tmp_path):
     assert axes[2].get_ylim() == axes[3].get_ylim()  # latency row
 
 
+def test_compare_timelines_state_the_week_beside_the_slo_and_the_replay():
+    fig = compare_timelines({"before": synthetic_run(), "after": synthetic_run(outage=None)},
+                            faults=FAULTS, availability={"before": (0.9812, 0.8667),
+                                                         "after": (0.99995, 1.0)})
+    before, after = fig.axes[0].get_title(), fig.axes[1].get_title()
+    assert before == "before: 98.120% over the week (SLO 99.9%)\n86.67% in the replay"
+    assert after.startswith("after: 99.995% over the week")
+    assert fig.axes[0].title.get_color() != fig.axes[1].title.get_color()
+    assert "10.1 min of downtime per week" in fig.get_suptitle()
+
+
 def test_compare_timelines_needs_a_run():
     with pytest.raises(ValueError):
         compare_timelines({})

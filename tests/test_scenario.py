@@ -75,3 +75,107 @@ def test_targets_are_checked_against_the_topology_before_anything_starts(target,
     ok = parse_scenario(TARGETS.format(target="standby"), known_faults=faults.names(),
                         components=kinds)
     assert ok.events[1].target == "standby"
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_course_incident_says_what_it_stands_for_in_a_real_week(path):
+    scenario = load_scenario(path)
+    assert scenario.represents == 7 * 86400
+    assert all(ev.real_duration for ev in scenario.events)
+    assert sum(scenario.real_duration_of(ev) for ev in scenario.events) < scenario.represents
+
+
+@pytest.mark.parametrize("name", ["week_b", "week_c"])
+def test_the_other_weeks_fit_the_after_topology(name):
+    from stack.lab import faults
+    from stack.lab.lab import component_kinds
+
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml", known_faults=faults.names(),
+                             components=component_kinds("after"),
+                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+    assert {"api2", "nginx", "redis", "postgres"} <= {ev.target for ev in scenario.events}
+
+
+REAL = """name: real
+duration_s: 20
+represents: {represents}
+events:
+  - at: 2
+    fault: crash
+    target: api1
+    real_duration: {first}
+  - at: 8
+    fault: hang
+    target: api1
+    duration: 4
+"""
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("25m", 1500.0), ("2h", 7200.0), ("90s", 90.0), ("1h30m", 5400.0), ("1.5h", 5400.0),
+    ("600", 600.0), ("0.5d", 43200.0), ("250ms", 0.25),
+])
+def test_real_durations_take_units(text, seconds):
+    scenario = parse_scenario(REAL.format(represents="7d", first=text))
+    assert scenario.events[0].real_duration == pytest.approx(seconds)
+    assert scenario.represents == 7 * 86400
+
+
+def test_an_event_without_a_real_duration_stands_for_its_share_of_the_replay():
+    scenario = parse_scenario(REAL.format(represents="1d", first="1h"))
+    assert scenario.real_duration_of(scenario.events[1]) == pytest.approx(4 / 20 * 86400)
+    assert parse_scenario(REAL.format(represents=3600, first=60)).represents == 3600
+
+
+def test_scaling_keeps_the_real_week():
+    scenario = parse_scenario(REAL.format(represents="7d", first="25m")).scaled(0.6)
+    assert scenario.events[0].at == pytest.approx(1.2)
+    assert scenario.events[0].real_duration == 1500.0 and scenario.represents == 7 * 86400
+    assert scenario.real_duration_of(scenario.events[1]) == pytest.approx(4 / 20 * 7 * 86400)
+
+
+@pytest.mark.parametrize("represents, first, line, field, words", [
+    ("7d", "25 minutes", 8, "events.0.real_duration", "not a duration: '25 minutes'"),
+    ("7d", "-5m", 8, "events.0.real_duration", "not a duration: '-5m'"),
+    ("7d", "0", 8, "events.0.real_duration", "more than 0"),
+    ("7d", "8d", 8, "events.0.real_duration", "add up to 8d"),
+    ("a week", "25m", 3, "represents", "not a duration: 'a week'"),
+    ("400d", "25m", 3, "represents", "less than or equal"),
+])
+def test_a_bad_real_duration_names_the_file_the_line_and_the_field(represents, first, line,
+                                                                   field, words):
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(REAL.format(represents=represents, first=first), source="real.yaml")
+    assert str(err.value).startswith(f"real.yaml, line {line}, field '{field}': ")
+    assert words in str(err.value)
+    assert err.value.line == line and err.value.field == field
+
+
+def test_a_bad_replay_duration_names_the_line_and_the_field():
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(REAL.format(represents="7d", first="25m").replace("duration: 4",
+                                                                         "duration: soon"),
+                       source="real.yaml")
+    assert str(err.value).startswith("real.yaml, line 12, field 'events.1.duration': ")
+
+
+@pytest.mark.parametrize("line, field", [
+    ("    real_duration: soon", "events.0.real_duration"),
+    ("    fault: explode", "events.0.fault"),
+    ("    target: api3", "events.0.target"),
+])
+def test_stackctl_scenario_refuses_bad_input_in_one_line_before_any_lab(tmp_path, capsys,
+                                                                        monkeypatch, line,
+                                                                        field):
+    import stack.cli as cli
+
+    monkeypatch.setattr(cli, "Lab", lambda *a, **kw: pytest.fail("a lab was started"))
+    text = ("name: x\nduration_s: 10\nevents:\n  - at: 1\n    fault: crash\n"
+            "    target: api1\n    real_duration: 5m\n")
+    key = line.split(":")[0]
+    text = "\n".join(line if ln.startswith(key + ":") else ln for ln in text.splitlines())
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    assert cli.main(["scenario", str(path), "--topology", "after"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"field '{field}'" in err and str(path) in err

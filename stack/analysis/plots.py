@@ -139,9 +139,14 @@ def timeline_figure(df: pd.DataFrame, faults: Faults | None = None, title: str =
 
 def compare_timelines(dfs: Mapping[str, pd.DataFrame],
                       faults: Faults | Mapping[str, Faults] | None = None, *,
-                      bin_s: float = 1.0, path: str | Path | None = None) -> Figure:
+                      bin_s: float = 1.0, path: str | Path | None = None,
+                      availability: Mapping[str, tuple[float, float]] | None = None,
+                      slo: float = 0.999) -> Figure:
     """One column per run (e.g. before/after), same x and y scales, so they compare at a glance.
-    `faults` is one list for every run or a dict of lists by run name."""
+    `faults` is one list for every run or a dict of lists by run name. `availability`, by run
+    name: (over the week the replay stands for, in the replay); each column's title then
+    states the week's figure beside the SLO (green when it meets it, red when not) and the
+    replay's own."""
     if not dfs:
         raise ValueError("compare_timelines needs at least one run")
     names = list(dfs)
@@ -153,7 +158,14 @@ def compare_timelines(dfs: Mapping[str, pd.DataFrame],
         run_faults = faults.get(name) if isinstance(faults, Mapping) else faults
         tls.append(_draw_run((axes[0, col], axes[1, col]), dfs[name], run_faults, bin_s,
                              duration))
-        axes[0, col].set_title(name)
+        if availability is not None and name in availability:
+            week, replay = availability[name]
+            axes[0, col].set_title(
+                f"{name}: {week:.3%} over the week (SLO {slo:.1%})\n"
+                f"{replay:.2%} in the replay", fontsize=10,
+                color=OK_COLOR if week >= slo else FAIL_COLOR)
+        else:
+            axes[0, col].set_title(name)
         if col:
             axes[0, col].set_ylabel("")
             axes[1, col].set_ylabel("")
@@ -162,6 +174,10 @@ def compare_timelines(dfs: Mapping[str, pd.DataFrame],
         axes[1, 0].set_ylim(*limits)
     for ax in axes[:, -1]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
+    if availability:
+        week_min = (1 - slo) * 7 * 24 * 60
+        fig.suptitle(f"the SLO {slo:.1%} allows {week_min:.1f} min of downtime per week; "
+                     "each replay packs a week's incidents into the time shown", fontsize=9)
     return finish(fig, path)
 
 

@@ -200,31 +200,54 @@ def fill_postmortem(template: str | Path, run: ActionRun, facts: dict[str, Any])
 
 def hard_numbers(before: ScenarioResult, after: ScenarioResult, deploys: dict[str, ActionRun]
                  ) -> pd.DataFrame:
-    """The playbook's 'hard numbers', measured on the same scenario before and after."""
+    """The playbook's 'hard numbers', measured on the same scenario before and after: the
+    availability over the week the replay stands for and its downtime per week and per 30
+    days (the SLO's 99.9% allows 10.1 and 43.2 min), then the replay's own figures."""
+    from stack.analysis.week import unexplained
+
     rows = {}
     for name, res in (("before", before), ("after", after)):
         s = res.summary()
+        w = res.week()
         inc = analysis.incidents(res.records, kind="probe")
         rows[name] = {
-            "availability (requests)": f"{s['availability']:.3%}",
-            "availability (uptime probe)": f"{s['probe_availability']:.3%}",
-            "downtime per 30 days": f"{s['downtime_min_per_30d']:,.0f} min",
+            "availability over the week": f"{w.availability:.3%}",
+            "downtime per week": f"{w.downtime_min_per_week:,.1f} min",
+            "downtime per 30 days": f"{w.downtime_min_per_30d:,.0f} min",
+            "availability in the replay (requests)": f"{s['availability']:.3%}",
+            "availability in the replay (uptime probe)": f"{s['probe_availability']:.3%}",
             "p99 latency": f"{s['p99_ms']:.0f} ms",
             "incidents seen by the uptime probe": str(len(inc)),
             "failed requests": f"{s['failed']} of {s['requests']}",
+            "failed requests outside every fault window":
+                str(unexplained(res.explain_failures())),
         }
     for name, run in deploys.items():
         rows[name]["failed requests during a model deploy"] = f"{run.failed} of {run.requests}"
     return pd.DataFrame(rows)
 
 
-def write_summary(path: str | Path, table: pd.DataFrame, figure: str, notes: list[str]) -> Path:
+def write_summary(path: str | Path, table: pd.DataFrame, figure: str, notes: list[str],
+                  incidents: dict[str, pd.DataFrame] | None = None, slo: float = 0.999
+                  ) -> Path:
+    """reports/summary.md: the hard numbers, the figure, the notes, and per run (`incidents`,
+    e.g. {"before": before.week().table()}) each incident's cost, detection and recovery."""
     path = Path(path)
+    allowed_week, allowed_30d = (1 - slo) * 7 * 24 * 60, (1 - slo) * MINUTES_PER_30D
     lines = ["# The uptime playbook: before and after", "",
              "Measured by `make course` on this machine: the same production week of faults "
              "replayed against the BEFORE lab (one API process, one Postgres) and the AFTER lab "
              "(nginx, two replicas, Redis, Postgres primary with a synchronous standby), and a "
-             "model deploy in each world.", "", markdown_table(table), "",
+             "model deploy in each world.", "",
+             "Availability is stated over the week the replay stands for: each incident's "
+             "share of failed requests in the replay, times how long that incident lasts in a "
+             "real week (its `real_duration` in the scenario), plus the failed share outside "
+             f"the incidents over the rest of the week. The SLO, {slo:.1%}, allows "
+             f"{allowed_week:.1f} min of downtime per week, {allowed_30d:.1f} min per 30 "
+             "days. The replay's own availability, with a week's incidents packed into a "
+             "minute or two, is beside it.", "", markdown_table(table), "",
              f"![before and after]({figure})", "", *[f"- {n}" for n in notes], ""]
+    for name, frame in (incidents or {}).items():
+        lines += [f"## Incidents, {name}", "", markdown_table(frame), ""]
     path.write_text("\n".join(lines))
     return path

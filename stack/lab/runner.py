@@ -8,11 +8,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
 from stack.analysis import records as analysis
+from stack.analysis import week as week_analysis
 
 from stack.lab import faults
 from stack.errors import StackError
@@ -33,6 +34,7 @@ class ScenarioResult:
     records_path: Path
     metrics_path: Path
     faults: list[dict[str, Any]] = field(default_factory=list)
+    front: str = ""  # the component in front of the replicas ("nginx"), "" for none
 
     @property
     def records(self) -> pd.DataFrame:
@@ -44,6 +46,27 @@ class ScenarioResult:
 
     def summary(self) -> dict[str, Any]:
         return analysis.summary(self.records)
+
+    def windows(self) -> list[week_analysis.Window]:
+        """Each fault's window in the replay with its incident's real duration."""
+        events = self.scenario.events
+        real = [self.scenario.real_duration_of(events[int(f.get("event", i))])
+                for i, f in enumerate(self.faults)]
+        return week_analysis.windows(self.faults, real)
+
+    def week(self, pages: Sequence[float] | None = None, slo: float = 0.999,
+             grace_s: float = week_analysis.GRACE_S) -> week_analysis.WeekFigures:
+        """The replay's availability and the week's it stands for, with each incident's
+        failures, real duration, time to detect and time to recover. `pages`: seconds after
+        the start at which a page fired, where Prometheus ran (None: no Prometheus)."""
+        return week_analysis.week_figures(
+            self.records, self.windows(), represents_s=self.scenario.represents, pages=pages,
+            grace_s=grace_s, run_end=self.scenario.duration_s, slo=slo)
+
+    def explain_failures(self, grace_s: float = week_analysis.GRACE_S) -> pd.DataFrame:
+        """Every failed request by who answered, the fault window it fell in, error kind."""
+        return week_analysis.explain_failures(self.records, self.windows(), front=self.front,
+                                              grace_s=grace_s)
 
     @property
     def client_note(self) -> str:
@@ -58,7 +81,7 @@ class ScenarioResult:
         if self.metrics_path.exists():
             shutil.copy2(self.metrics_path, folder / "metrics.jsonl")
         meta = {"scenario": self.scenario.model_dump(), "topology": self.topology,
-                "faults": self.faults}
+                "faults": self.faults, "front": self.front}
         (folder / "result.json").write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -67,7 +90,8 @@ class ScenarioResult:
         folder = Path(folder)
         meta = json.loads((folder / "result.json").read_text())
         return cls(Scenario.model_validate(meta["scenario"]), meta["topology"],
-                   folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"])
+                   folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"],
+                   meta.get("front", ""))
 
     def fault_spans(self) -> list[dict[str, Any]]:
         """{start, end, label} of each fault, for shading timelines."""
@@ -115,7 +139,7 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
                     time.sleep(min(0.05, at - traffic.elapsed))
                 ev = scenario.events[i]
                 if action == "apply":
-                    windows[i] = {"fault": ev.fault, "target": ev.target,
+                    windows[i] = {"fault": ev.fault, "target": ev.target, "event": i,
                                   "start": traffic.elapsed, "end": None, "error": ""}
                     try:
                         applied[i] = faults.apply(lab, ev.fault, ev.target, **ev.params)
@@ -132,7 +156,8 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
     for w in spans:
         w["end"] = w["end"] if w["end"] is not None else scenario.duration_s
     (lab.run_dir / f"faults-{name}.json").write_text(json.dumps(spans, indent=2))
-    return ScenarioResult(scenario, lab.topology.name, traffic.path, metrics_path, spans)
+    return ScenarioResult(scenario, lab.topology.name, traffic.path, metrics_path, spans,
+                          "nginx" if lab.topology.nginx is not None else "")
 
 
 def _undo(lab: Lab, app: faults.Applied, window: dict[str, Any], traffic: Traffic) -> None:
