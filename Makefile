@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml
 $(MODEL): | $(STAMP)
 	$(PY) -m stack.model.train --model-dir models --version v1 $(if $(wildcard models/manifest.json),--force)
 
+# `make course PROFILE=workshop PARAMS="traffic_rate=20 time_scale=3"` overrides parameters
 course: setup
-	$(PY) -m stack.course --profile $(PROFILE)
+	$(PY) -m stack.course --profile $(PROFILE) $(foreach p,$(PARAMS),-p $(p))
 
 test: setup
 	$(PY) -m pytest
