@@ -158,6 +158,10 @@ def test_rollback_on_an_attached_lab(serving_v1: Lab):
     report, result, ok_ids, took = _under_traffic(lab, "rollback", lambda: rollback(attached))
     print(report.summary())
     assert report.ok and report.version == "v1", report.summary()
+    # v1 is still loaded in each replica's previous slot: no staging, one flip per replica
+    assert [(s.step, s.target) for s in report.steps] == [
+        ("inspect", "all"), ("flip", "api1"), ("flip", "api2"), ("verify", "api1"),
+        ("verify", "api2")]
     assert result.load_sent >= MIN_REQUESTS and result.load_failed == 0
     assert _serving(lab) == {"api1": "v1", "api2": "v1"}
     assert all(_model_info(api) == {"v1"} for api in lab.apis)
@@ -200,6 +204,39 @@ def test_failed_activation_rolls_the_others_back(serving_v1: Lab, monkeypatch):
         ("activate", "api2", False), ("rollback", "api1", True)]
     assert _serving(lab) == {"api1": "v1", "api2": "v1"}
     assert deployed_version(Path(lab.apis[0].settings["model_dir"])) == "v1"
+
+
+def test_rollback_after_a_restart_stages_everywhere_then_flips(serving_v1: Lab):
+    lab = serving_v1
+    assert deploy(lab, "v2").ok
+    lab.restart("api2")  # api2 lost its slots: it must load v1 again before any flip
+    report = rollback(lab)
+    assert report.ok, report.summary()
+    assert [(s.step, s.target) for s in report.steps] == [
+        ("inspect", "all"), ("stage", "api2"), ("flip", "api1"), ("flip", "api2"),
+        ("verify", "api1"), ("verify", "api2")]
+    assert _serving(lab) == {"api1": "v1", "api2": "v1"}
+
+
+def test_failed_rollback_flip_flips_the_others_back(serving_v1: Lab, monkeypatch):
+    lab = serving_v1
+    assert deploy(lab, "v2").ok
+    real = deploy_mod._admin
+
+    def failing(api, method, path, **kw):
+        if api.name == "api2" and path == "/admin/model/rollback":
+            return False, "api2's admin port did not answer: injected by the test"
+        return real(api, method, path, **kw)
+
+    monkeypatch.setattr(deploy_mod, "_admin", failing)
+    report = rollback(lab)
+    assert not report.ok
+    assert "flipping api2 to v1 failed" in report.message and "flipped back api1" in \
+        report.message
+    assert [(s.step, s.target, s.ok) for s in report.steps[-3:]] == [
+        ("flip", "api1", True), ("flip", "api2", False), ("undo", "api1", True)]
+    assert _serving(lab) == {"api1": "v2", "api2": "v2"}, "all or none"
+    assert deployed_version(Path(lab.apis[0].settings["model_dir"])) == "v2"
 
 
 def test_a_second_deploy_at_once_is_refused(serving_v1: Lab):

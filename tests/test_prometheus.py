@@ -139,3 +139,30 @@ def test_unreachable_prometheus_says_so():
     client = PrometheusClient(f"http://127.0.0.1:{ports.free_port()}", timeout=0.5)
     with pytest.raises(QueryError, match="Prometheus is not reachable"):
         client.query("up")
+
+
+def test_history_is_one_steady_counter_in_openmetrics():
+    from stack.components.prometheus import history_openmetrics
+
+    text = history_openmetrics(1000.0, 1020.0, 40.0, step_s=5.0)
+    lines = text.splitlines()
+    assert lines[1] == "# TYPE http_requests counter" and lines[-1] == "# EOF"
+    samples = [line.rsplit(" ", 2) for line in lines[2:-1]]
+    assert [float(t) for _, _, t in samples] == [1000.0, 1005.0, 1010.0, 1015.0, 1020.0]
+    assert [float(v) for _, v, _ in samples] == [0.0, 200.0, 400.0, 600.0, 800.0]
+    assert all('instance="history"' in s and 'route="/predict"' in s and 'status="200"' in s
+               for s, _, _ in samples)
+    with pytest.raises(ValueError, match="end > start"):
+        history_openmetrics(10.0, 10.0, 40.0)
+
+
+def test_history_is_written_as_blocks_by_promtool(tmp_path: Path):
+    import time
+
+    prom = PrometheusServer("prometheus", tmp_path, 9090, PrometheusSpec(), TARGETS)
+    prom.dir.mkdir(parents=True)
+    prom.write_history(40.0, 600.0, end=time.time() - 60)
+    blocks = [p for p in (prom.dir / "data").iterdir() if (p / "meta.json").is_file()]
+    assert blocks, "promtool wrote no block"
+    meta = json.loads((blocks[0] / "meta.json").read_text())
+    assert meta["stats"]["numSeries"] == 1 and meta["stats"]["numSamples"] >= 100

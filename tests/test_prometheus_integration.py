@@ -154,3 +154,26 @@ def test_probe_scraped_page_fires_reaches_webhook_and_resolves(tmp_path: Path, f
     finally:
         for comp in reversed(started):
             comp.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_backfilled_history_fills_the_long_windows(tmp_path: Path):
+    """Stopped, backfilled, started: the 6h window (360 s here) holds the history's rate."""
+    s = SloSettings(time_scale_s=60)
+    rules = write_rules(tmp_path / "slo.rules.yml", s)
+    prom = PrometheusServer("prometheus", tmp_path, ports.free_port(), PrometheusSpec(),
+                            {}, [rules])
+    prom.start()
+    try:
+        prom.wait_ready()
+        assert prom.value("slo:requests:rate6h") is None, "a fresh Prometheus has no past"
+        prom.stop()
+        prom.write_history(40.0, s.seconds("3d") + 10)
+        prom.start()
+        prom.wait_ready()
+        got = _wait(lambda: prom.value("slo:requests:rate6h"), 15, "the 6h rate")
+        assert 30.0 <= got <= 41.0, got
+        assert 35.0 <= prom.value('sum(rate(http_requests_total{route="/predict"}[4320s]))')
+    finally:
+        prom.stop()

@@ -82,6 +82,30 @@ def render_config(spec: PrometheusSpec, scrape_targets: Mapping[str, Sequence[st
     return "# rendered by the lab from its topology\n" + yaml.safe_dump(cfg, sort_keys=False)
 
 
+HISTORY_LABELS = {"job": "api", "instance": "history", "replica": "history",
+                  "route": "/predict", "method": "POST", "status": "200"}
+
+
+def history_openmetrics(start: float, end: float, rate_per_s: float, step_s: float = 5.0,
+                        labels: Mapping[str, str] = HISTORY_LABELS) -> str:
+    """A healthy past as OpenMetrics text (a pure function): one counter series of /predict
+    requests answered 200 at `rate_per_s`, one sample every `step_s` from start to end (unix
+    seconds). Its labels are its own (instance "history"), so it never collides with a live
+    replica's series; the SLO rules sum over every series, so it fills their long windows."""
+    if not end > start or not rate_per_s > 0 or not step_s > 0:
+        raise ValueError(f"history needs end > start, rate > 0 and step > 0, got "
+                         f"start={start}, end={end}, rate={rate_per_s}, step={step_s}")
+    sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    lines = ["# HELP http_requests Requests, by route and status (backfilled history).",
+             "# TYPE http_requests counter"]
+    n = int((end - start) // step_s)
+    for i in range(n + 1):
+        t = start + i * step_s
+        lines.append(f"http_requests_total{{{sel}}} {rate_per_s * i * step_s:.3f} {t:.3f}")
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
 class PrometheusClient:
     """The HTTP API's instant and range queries, with errors that say what went wrong."""
 
@@ -221,6 +245,36 @@ class PrometheusServer(HttpComponent):
         if resp.status_code != 200:
             raise ComponentFailed(self.name, f"reload failed: HTTP {resp.status_code} "
                                   f"{resp.text.strip()}", str(self.dir / "server.log"))
+
+    def write_history(self, rate_per_s: float, seconds: float, *, step_s: float = 5.0,
+                      end: float | None = None) -> Path:
+        """Backfill a healthy past into the TSDB with `promtool tsdb create-blocks-from
+        openmetrics`: `seconds` of /predict traffic at `rate_per_s`, all answered, ending at
+        `end` (default now). A fresh Prometheus holds seconds of data, so its long SLO windows
+        (6h, 3d) would hold only the incident; with this history they hold what they say.
+
+        Call it while Prometheus is stopped; it loads the new blocks when it starts."""
+        import subprocess
+        import time
+
+        if self.proc is not None and self.proc.alive():
+            raise ComponentFailed(self.name, "stop Prometheus before writing history into its "
+                                  "TSDB (it loads new blocks when it starts)",
+                                  str(self.dir / "data"))
+        end = time.time() if end is None else end
+        path = self.dir / "history.om"
+        path.write_text(history_openmetrics(end - seconds, end, rate_per_s, step_s))
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        res = subprocess.run([binaries.find("promtool"), "tsdb", "create-blocks-from",
+                              "openmetrics", "--quiet", str(path), str(data)],
+                             capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise ComponentFailed(self.name, f"promtool could not backfill {path}", str(path),
+                                  (res.stdout + res.stderr).strip())
+        log.info("backfilled %.0f s of history at %g req/s into %s", seconds, rate_per_s, data)
+        return path
 
     # -- queries ------------------------------------------------------------------------------
     def client(self, timeout: float = 5.0) -> PrometheusClient:

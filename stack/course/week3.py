@@ -100,12 +100,48 @@ class IncidentRun:
         bad = load[(load["kind"] == "load") & (load["status"] // 100 != 2)]
         return float(bad["t"].min()) if len(bad) else None
 
+    def first_t(self, colors: tuple[str, ...] = ("yellow", "red")) -> float | None:
+        """When the health state first took one of `colors` (t from the run's start)."""
+        st = self.states[self.states["color"].isin(colors)]
+        return float(st["t"].min()) if len(st) else None
 
-def run_incident(lab: Lab, scenario: Scenario, **run_kw: Any) -> IncidentRun:
+    def warned_before_errors(self) -> bool:
+        """The state left green (yellow or red) before the first failed request."""
+        warned, failed = self.first_t(), self.first_failure_t()
+        return warned is not None and (failed is None or warned < failed)
+
+    def state_report(self) -> str:
+        """Each change of the health state with its reasons, then what each state asks for,
+        in full (a table would cut them)."""
+        lines = ["health state changes (t: seconds from the start of the run):"]
+        for row in self.states.itertuples(index=False):
+            lines.append(f"  {f't{row.t:+.1f}s':<9} {row.color:<7} {row.reasons or '-'}")
+        lines.append("what each state asks for (the runbook's action plan):")
+        lines += [f"  {color:<7} {action}" for color, action in health.ACTIONS.items()]
+        return "\n".join(lines)
+
+
+def give_history(lab: Lab, rate_per_s: float, settings: SloSettings) -> float:
+    """A fresh Prometheus holds seconds of data, so its 6h and 3d windows would hold only the
+    incident, and the slow alerts would fire with the fast ones. Give it the past first:
+    stop it, backfill the longest window of healthy traffic at the run's rate (promtool), start
+    it again. Returns the seconds Prometheus took to come back."""
+    longest = max(settings.seconds(w) for a in settings.alerts for w in (a.long, a.short))
+    prom = lab.prometheus
+    prom.stop()
+    prom.write_history(rate_per_s, longest + 2 * settings.seconds("5m"))
+    return lab.restart(prom.name)
+
+
+def run_incident(lab: Lab, scenario: Scenario, *, history: bool = True,
+                 **run_kw: Any) -> IncidentRun:
     """Replay `scenario` on a monitored lab, sampling the health state, then read back the
-    pages and reconstruct the timeline from Prometheus, the webhook and the probe records."""
+    pages and reconstruct the timeline from Prometheus, the webhook and the probe records.
+    With `history`, Prometheus first gets a healthy past as long as its longest window."""
     prom = lab.prometheus
     settings = SloSettings.from_spec(lab.topology.prometheus)
+    if history:
+        give_history(lab, scenario.traffic.rate, settings)
     start = time.time()
     with HealthWatcher(prom, settings) as watcher:
         result = run_scenario(lab, scenario, **run_kw)

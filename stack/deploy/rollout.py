@@ -1,7 +1,7 @@
 """Deploy a model to every replica of a lab (all or none), roll it back, restart without downtime.
 
     report = deploy(lab, "v2")      # smoke tests here, then stage, activate, verify everywhere
-    report = rollback(lab)          # every replica serves the previous version again
+    report = rollback(lab)          # the same all or none: stage where needed, then flip all
     report = rolling_restart(lab)   # one replica at a time: drain, wait, restart, put back
 
 Each returns a DeployReport (`ok`, a one-line `message`, timed `steps`) rather than raising, so a
@@ -116,13 +116,14 @@ class _Run:
         finally:
             self.report.steps.append(Step(name, target, bool(out[0]), str(out[1]),
                                           round(self.clock() - t, 3), at))
-            log.log(logging.INFO if out[0] else logging.WARNING, "%s %s %s: %s",
-                    self.report.action, name, target, out[1])
+            # INFO either way: the report carries every step, and its caller prints it
+            log.info("%s %s %s: %s%s", self.report.action, name, target,
+                     "" if out[0] else "FAILED: ", out[1])
 
     def finish(self, ok: bool, message: str) -> DeployReport:
         self.report.ok, self.report.message = ok, message
         self.report.seconds = round(self.clock() - self.t0, 3)
-        (log.info if ok else log.error)("%s: %s", self.report.action, message)
+        log.info("%s: %s: %s", self.report.action, "OK" if ok else "FAILED", message)
         return self.report
 
 
@@ -303,11 +304,11 @@ def deploy(lab: "Lab", version: str, *, smoke_kw: dict[str, Any] | None = None,
                           f"previously {_serving_text(report.before)}")
 
 
-def _undo(run: _Run, flipped: list["ApiReplica"]) -> str:
+def _undo(run: _Run, flipped: list["ApiReplica"], step: str = "rollback") -> str:
     """Flip these replicas back to their previous slot; returns what was done."""
     done = []
     for api in flipped:
-        with run.step("rollback", api.name) as out:
+        with run.step(step, api.name) as out:
             ok, body = _admin(api, "POST", "/admin/model/rollback")
             out[:] = [ok, f"{body['previous']} -> {body['version']}" if ok else body]
         done.append(f"{api.name}" if ok else f"{api.name} (FAILED: {body})")
@@ -334,11 +335,17 @@ def _serving_text(versions: dict[str, str | None]) -> str:
 # -- rollback ----------------------------------------------------------------------------------
 def rollback(lab: "Lab", *, verify_deadline_s: float = VERIFY_DEADLINE_S,
              clock: Callable[[], float] = time.monotonic) -> DeployReport:
-    """Serve the previous version on every replica again.
+    """Serve the previous version on every replica again, or on none of them, like a deploy.
 
     The target is the `previous` of the deployed record, else what the replicas' previous slots
-    hold. A replica that still holds it flips back (instant); one that restarted since the
-    deploy stages it first.
+    hold.
+
+    1. stage: a replica that no longer holds the target in a slot (it restarted since the
+       deploy) loads it into its idle slot; if one refuses, stop: nothing was flipped;
+    2. flip every replica to the target, back to back (one pointer swap each: the previous
+       slot, or the slot just staged); if one fails, flip the others back (all or none);
+    3. verify each replica's /readyz reports the target; if not, flip every replica back;
+    4. record the target as the deployed version.
     """
     report = DeployReport("rollback")
     run = _Run(report, clock)
@@ -364,41 +371,63 @@ def rollback(lab: "Lab", *, verify_deadline_s: float = VERIFY_DEADLINE_S,
             report.after = dict(report.before)
             return run.finish(False, "nothing to roll back to: no deploy has been recorded "
                               "and the replicas hold no common previous model")
+        todo = [api for api in apis if slots[api.name]["active_version"] != target]
+        if not todo:
+            report.after = dict(report.before)
+            set_deployed(model_dir, target, previous=current)
+            return run.finish(True, f"{target} already serves on every replica; nothing to do")
 
-        for api in apis:
+        # 1. stage where the previous model is no longer loaded; nothing serves it yet
+        for api in todo:
             s = slots[api.name]
             prev = s["previous_slot"]
-            if s["active_version"] == target:
-                with run.step("rollback", api.name) as out:
-                    out[:] = [True, f"already serves {target}"]
-                continue
             if prev and s["slots"][prev]["version"] == target:
-                # the previous model is still loaded: flip the pointer back
-                with run.step("rollback", api.name) as out:
+                continue  # still loaded in its previous slot: the flip is all it needs
+            with run.step("stage", api.name) as out:
+                ok, body = _admin(api, "POST", "/admin/model/stage", json={"version": target})
+                out[:] = [ok, f"slot {body['slot']}, {body['seconds']:.2f} s" if ok else body]
+            if not ok:
+                report.after = _versions(apis)
+                return run.finish(False, f"staging {target} failed on {api.name} ({body}); "
+                                  "nothing was flipped, the replicas still serve "
+                                  f"{_serving_text(report.after)}")
+
+        # 2. flip every replica, back to back: the rollback's one instant
+        flipped: list[ApiReplica] = []
+        for api in todo:
+            s = slots[api.name]
+            prev = s["previous_slot"]
+            with run.step("flip", api.name) as out:
+                if prev and s["slots"][prev]["version"] == target:
                     ok, body = _admin(api, "POST", "/admin/model/rollback")
-                    out[:] = [ok, f"{body['previous']} -> {body['version']}" if ok else body]
-            else:
-                # restarted since the deploy: load the target into the idle slot, then flip
-                with run.step("stage", api.name) as out:
-                    ok, body = _admin(api, "POST", "/admin/model/stage",
+                else:
+                    ok, body = _admin(api, "POST", "/admin/model/activate",
                                       json={"version": target})
-                    out[:] = [ok, f"slot {body['slot']}" if ok else body]
-                if ok:
-                    with run.step("activate", api.name) as out:
-                        ok, body = _admin(api, "POST", "/admin/model/activate",
-                                          json={"version": target})
-                        out[:] = [ok, f"{body['previous']} -> {body['version']}" if ok else body]
-            # on a failure keep going: in an incident, every replica put back is a win
+                out[:] = [ok, f"{body['previous']} -> {body['version']}" if ok else body]
+            if not ok:
+                undone = _undo(run, flipped, step="undo")
+                report.after = _versions(apis)
+                return run.finish(False, f"flipping {api.name} to {target} failed ({body}); "
+                                  f"flipped back {undone or 'no replica'}: the replicas "
+                                  f"serve {_serving_text(report.after)}")
+            flipped.append(api)
+
+        # 3. verify: each replica's /readyz reports the target
         for api in apis:
             with run.step("verify", api.name) as out:
-                out[:] = list(_wait_serving(api, target, verify_deadline_s))
-        report.after = _versions(apis)
-        if all(v == target for v in report.after.values()):
-            set_deployed(model_dir, target, previous=current)
-            return run.finish(True, f"{target} serves on every replica again "
-                              f"(was {_serving_text(report.before)})")
-        return run.finish(False, f"rollback to {target} incomplete: "
-                          f"{_serving_text(report.after)}; see the failed steps")
+                ok, detail = _wait_serving(api, target, verify_deadline_s)
+                out[:] = [ok, detail]
+            if not ok:
+                undone = _undo(run, flipped, step="undo")
+                report.after = _versions(apis)
+                return run.finish(False, f"{api.name} does not report {target} ({detail}); "
+                                  f"flipped back {undone or 'no replica'}")
+
+        # 4. record it: a replica that restarts loads the target
+        set_deployed(model_dir, target, previous=current)
+        report.after = {api.name: target for api in apis}
+        return run.finish(True, f"{target} serves on every replica again "
+                          f"(was {_serving_text(report.before)})")
 
 
 # -- rolling restart ---------------------------------------------------------------------------
