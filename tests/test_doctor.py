@@ -28,3 +28,10 @@ def test_disk_and_ports(tmp_path: Path):
 def test_smoke_lab_passes_and_leaves_nothing(runs_root: Path):
     check = doctor.check_smoke_lab(seconds=4)
     assert check.ok, check.line()
+
+
+def test_cpus_the_course_needs():
+    assert doctor.check_cpus(2).ok and "2 available" in doctor.check_cpus(2).detail
+    one = doctor.check_cpus(1)
+    assert not one.ok and "INCONCLUSIVE" in one.fix
+    assert doctor.check_cpus().name == "CPU cores"
