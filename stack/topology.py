@@ -122,6 +122,9 @@ class Topology(_Spec):
     redis: RedisSpec | None = None
     nginx: NginxSpec | None = None
     prometheus: PrometheusSpec | None = None
+    # a process supervisor (supervisord, as systemd's Restart=always) starts a crashed replica,
+    # nginx or Redis again; without one, it stays down until someone restarts it
+    supervise: bool = False
 
     def with_changes(self, **changes: object) -> "Topology":
         """A validated copy with dotted-path changes, e.g. ``{"api.replicas": 2}``."""
@@ -144,6 +147,7 @@ AFTER = Topology(
     postgres=PostgresSpec(standby=True, synchronous=True, batch_connection_limit=8),
     redis=RedisSpec(),
     nginx=NginxSpec(preset="tuned"),
+    supervise=True,
 )
 # AFTER watched by Prometheus (weeks 3 and 4)
 MONITORED = AFTER.model_copy(update={"name": "monitored", "prometheus": PrometheusSpec()})

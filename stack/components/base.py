@@ -46,6 +46,9 @@ class Component:
         self.start_deadline_s = start_deadline_s
         self.stop_timeout_s = stop_timeout_s
         self.proc: ManagedProcess | None = None
+        # the lab's process supervisor (stack.components.supervisor.Supervisor), when it has
+        # one: it then starts, restarts after a crash, and stops this component's process
+        self.supervisor: Any = None
 
     # -- what each component writes ----------------------------------------------------------
     @property
@@ -89,9 +92,9 @@ class Component:
         # 2. its folder and config
         self.prepare()
         # 3. launch it in its own process group, its log in its folder
-        self.proc = ManagedProcess(self.name, self.argv(), self.log_path,
-                                   stop_signal=self.stop_signal,
-                                   stop_timeout=self.stop_timeout_s, **self.launch_options())
+        make = self.supervisor.program if self.supervisor is not None else ManagedProcess
+        self.proc = make(self.name, self.argv(), self.log_path, stop_signal=self.stop_signal,
+                         stop_timeout=self.stop_timeout_s, **self.launch_options())
         self.proc.start()
         return self.proc
 
@@ -113,7 +116,8 @@ class Component:
         return {"kind": self.kind, "address": self.address, "port": self.port,
                 "stop_order": self.stop_order, "stop_signal": int(self.stop_signal),
                 "stop_timeout": self.stop_timeout_s,
-                "process": rec.to_dict() if rec else None, **self.extra_state()}
+                "process": rec.to_dict() if rec else None, **self.extra_state(),
+                **({"supervisor_url": self.supervisor.rpc_url} if self.supervisor else {})}
 
 
 class HttpComponent(Component):

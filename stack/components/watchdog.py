@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from stack.components.daemon import LabDaemon, run_loop
+from stack.components.supervisor import current_record
 from stack.runtime import procfs
 from stack.runtime.processes import ProcessRecord
 
@@ -46,6 +47,24 @@ class StateFile:
         return self._data
 
 
+# The live process of each replica restarted by the lab's supervisor since lab.json was
+# written (asked from supervisord once per restart, not on every tick).
+_LIVE: dict[str, ProcessRecord] = {}
+
+
+def _live_record(name: str, comp: dict) -> ProcessRecord:
+    rec = ProcessRecord(**comp["process"])
+    if rec.is_ours():
+        return rec
+    cached = _LIVE.get(name)
+    if cached is not None and cached.is_ours():
+        return cached
+    rec = current_record(comp, rec)
+    if rec.is_ours():
+        _LIVE[name] = rec
+    return rec
+
+
 def tick(state_path: Path | StateFile, limit_mb: float, kills_path: Path) -> list[str]:
     """One pass over the lab's API replicas; returns the names it killed."""
     state = (state_path if isinstance(state_path, StateFile) else StateFile(state_path)).read()
@@ -53,7 +72,7 @@ def tick(state_path: Path | StateFile, limit_mb: float, kills_path: Path) -> lis
     for name, comp in state.get("components", {}).items():
         if comp.get("kind") != "api" or not comp.get("process"):
             continue
-        rec = ProcessRecord(**comp["process"])
+        rec = _live_record(name, comp)
         if not rec.is_ours():
             continue
         rss = group_rss_mb(rec.pgid)

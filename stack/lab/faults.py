@@ -99,8 +99,13 @@ def undo(lab: "Lab", applied: Applied) -> None:
 
 
 def _restart_if_down(lab: "Lab", target: str) -> None:
-    """The on-call restart: start the component again unless it is already running."""
+    """The on-call restart: start the component again unless it is already running. Under a
+    supervisor nobody restarts it by hand: the supervisor has started it already, and this
+    waits (bounded by its start deadline) until it is ready again."""
     comp = lab.component(target)
+    if getattr(comp.proc, "supervised", False):
+        comp.proc.wait_ready(comp.ready, comp.start_deadline_s)
+        return
     if comp.proc is None or not comp.proc.alive() or not comp.ready():
         lab.restart(target)
 

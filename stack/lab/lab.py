@@ -32,6 +32,7 @@ from stack.components.patroni import PatroniNode, stop_leftover_postmaster
 from stack.components.redis_server import RedisServer
 from stack.runtime.processes import ManagedProcess, ProcessRecord
 from stack.topology import Topology, load_topology, parse_topology
+from stack.components.supervisor import SupervisedProcess, Supervisor, current_record
 from stack.components.watchdog import MemoryWatchdog
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,11 @@ class Lab:
             return self._port()
 
         plan: dict[str, Any] = {}
+        supervisor = None
+        if topo.supervise:
+            supervisor = Supervisor("supervisor", self.run_dir, port("supervisor"),
+                                    password=known.get("supervisor", {}).get("password"))
+            plan["supervisor"] = supervisor
         pg_kw = {"max_connections": topo.postgres.max_connections,
                  "start_deadline_s": topo.postgres.start_deadline_s}
         etcd = None
@@ -210,6 +216,10 @@ class Lab:
         if topo.prometheus:
             self._plan_monitoring(plan, port)
         plan["watchdog"] = MemoryWatchdog("watchdog", self.run_dir, topo.api.memory_limit_mb)
+        if supervisor:  # the Postgres nodes stand for machines of their own: Patroni's job
+            for comp in plan.values():
+                if comp.kind in ("api", "nginx", "redis"):
+                    comp.supervisor = supervisor
         return plan
 
     def _plan_monitoring(self, plan: dict[str, Any], port: Any) -> None:
@@ -292,6 +302,9 @@ class Lab:
         plan = self._plan()
         replicas = [c for c in plan.values() if isinstance(c, ApiReplica)]
         pg = plan["postgres"]
+        if "supervisor" in plan:  # before the programs it runs
+            self._started(plan["supervisor"])
+            plan["supervisor"].wait_ready()
         # The replicas spend seconds importing and loading the model: start them first, and
         # make the database meanwhile; they turn ready once it answers.
         for api in replicas:
@@ -357,7 +370,12 @@ class Lab:
         lab.components = lab._plan(state["components"])
         for name, comp in lab.components.items():
             rec = state["components"].get(name, {})
-            if rec.get("process"):
+            if rec.get("process") and comp.supervisor is not None:
+                comp.proc = SupervisedProcess.attached_to(
+                    comp.supervisor.rpc_url, comp.supervisor.programs_dir,
+                    ProcessRecord(**rec["process"]), stop_signal=rec["stop_signal"],
+                    stop_timeout=rec["stop_timeout"])
+            elif rec.get("process"):
                 comp.proc = ManagedProcess.attached(
                     ProcessRecord(**rec["process"]), stop_signal=rec["stop_signal"],
                     stop_timeout=rec["stop_timeout"])
@@ -467,9 +485,10 @@ def component_kinds(topology: str | Path | Topology) -> dict[str, str]:
 
 
 def _records(state: dict) -> Iterator[tuple[str, dict, ProcessRecord]]:
+    """Each component's process: for a supervised one, the one its supervisor runs now."""
     for name, comp in state.get("components", {}).items():
         if comp.get("process"):
-            yield name, comp, ProcessRecord(**comp["process"])
+            yield name, comp, current_record(comp, ProcessRecord(**comp["process"]))
 
 
 def component_status(state_path: str | Path) -> list[dict]:
@@ -511,8 +530,10 @@ def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
     run_dir = Path(run_dir)
     state = read_state(run_dir)
     results = []
-    for name, comp, rec in sorted(_records(state),
-                                  key=lambda r: r[1].get("stop_order", DEFAULT_STOP_ORDER)):
+    # the supervisor first: it stops what it runs (it would start a program stopped under it
+    # again), then the rest from the front door inwards
+    for name, comp, rec in sorted(_records(state), key=lambda r: (
+            r[1].get("kind") != "supervisor", r[1].get("stop_order", DEFAULT_STOP_ORDER))):
         how = rec.stop(stop_signal=comp.get("stop_signal", signal.SIGTERM),
                        timeout=comp.get("stop_timeout", 5.0)) if rec.group_alive() else "gone"
         if comp.get("kind") == "patroni":  # Postgres runs in a session of its own
