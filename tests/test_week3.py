@@ -1,0 +1,35 @@
+"""Week 3's incident run: the verdicts' facts on synthetic states and records."""
+from __future__ import annotations
+
+import pandas as pd
+
+from stack.analysis.health import ACTIONS
+from stack.course.week3 import IncidentRun
+
+
+class _Result:
+    def __init__(self, records: pd.DataFrame):
+        self.records = records
+
+
+def _run(state_ts: list[tuple[float, str]], fail_t: float | None) -> IncidentRun:
+    states = pd.DataFrame([{"t": t, "color": c, "reasons": "" if c == "green" else f"why {c}",
+                            "action": ACTIONS[c]} for t, c in state_ts])
+    rows = [{"kind": "load", "t": float(t), "status": 200} for t in range(30)]
+    if fail_t is not None:
+        rows.append({"kind": "load", "t": fail_t, "status": 500})
+    return IncidentRun(_Result(pd.DataFrame(rows)), 0.0, 30.0, states,
+                       pd.DataFrame())
+
+
+def test_warned_before_errors_checks_the_order():
+    assert _run([(0.0, "green"), (8.0, "yellow"), (17.0, "red")], 14.0).warned_before_errors()
+    assert not _run([(0.0, "green"), (15.0, "yellow")], 14.0).warned_before_errors()
+    assert not _run([(0.0, "green")], 14.0).warned_before_errors()
+    assert _run([(0.0, "green"), (8.0, "red")], None).warned_before_errors()
+
+
+def test_state_report_prints_every_reason_and_action_in_full():
+    text = _run([(-0.4, "green"), (8.1, "yellow")], 14.0).state_report()
+    assert "t-0.4s" in text and "t+8.1s" in text and "why yellow" in text
+    assert all(action in text for action in ACTIONS.values())
