@@ -127,13 +127,13 @@ def _variant(tmp_path: Path, week: str, name: str, old: str, new: str) -> checke
 
 
 @pytest.mark.parametrize("old,new,detail", [
-    ("9.8% of fraud", "3.9% of fraud", "status page: the share"),
-    ("From 18:28:03", "From 18:27:50", "status page: no time within 2 s of the measured start"),
+    ("9.5% of fraud", "3.7% of fraud", "status page: the share"),
+    ("From 18:43:40", "From 18:43:27", "status page: no time within 2 s of the measured start"),
     ("some users were affected", "all users were affected", "all users"),
     ("retrying it usually worked", "retrying on api2 worked", "internal part(s) api2"),
-    ("(93 of 953 requests)", "(93 of 2400 requests)", "93 of 2400 requests is not"),
+    ("(88 of 929 requests)", "(88 of 2400 requests)", "88 of 2400 requests is not"),
     ("Component: api1", "Component: api2", "Component 'api2'"),
-    ("18:28:07 the page fired;", "", "measured page"),
+    ("18:43:51 the page fired;", "", "measured page"),
     ("Next update: none", "Next update: <when>", "placeholder"),
 ], ids=["share", "start", "all-users", "internal-name", "counts", "component", "no-page",
         "placeholder"])
@@ -143,13 +143,13 @@ def test_communicate_catches_a_wrong_fact(tmp_path: Path, old: str, new: str, de
 
 
 @pytest.mark.parametrize("old,new,detail", [
-    ("- End: 18:28:27", "- End: 18:28:37", "End time"),
-    ("93 of 2400", "93 of 953", "Failed requests says 93 of 953"),
-    ("5.4% of the 30-day", "0.5% of the 30-day", "error budget"),
+    ("- End: 18:44:03", "- End: 18:44:13", "End time"),
+    ("88 of 2400", "88 of 929", "Failed requests says 88 of 929"),
+    ("5.1% of the 30-day", "0.5% of the 30-day", "error budget"),
     ("- Detected by: the health state", "- Detected by: the uptime probe, then the health state",
      "uptime probe"),
-    ("- 18:28:32 the page resolved\n", "", "the page resolving"),
-    ("- 18:28:03 the first failed", "- 18:28:40 the first failed", "time order"),
+    ("- 18:44:08 the fast-burn page resolved\n", "", "the page resolving"),
+    ("- 18:43:40 the first failed", "- 18:44:20 the first failed", "time order"),
     ("- Root cause: api1's new code", "- Root cause: the database under api1's new code",
      "clear"),
     ("- Contributing: api2 was frozen", "- Contributing: nginx was set", "api2"),
