@@ -373,8 +373,10 @@ def rollback(lab: "Lab", *, verify_deadline_s: float = VERIFY_DEADLINE_S,
                               "and the replicas hold no common previous model")
         todo = [api for api in apis if slots[api.name]["active_version"] != target]
         if not todo:
+            # a restart must load what serves: record it, and what the record held before
+            recorded = deployed_record(model_dir).get("version")
+            set_deployed(model_dir, target, previous=recorded if recorded != target else None)
             report.after = dict(report.before)
-            set_deployed(model_dir, target, previous=current)
             return run.finish(True, f"{target} already serves on every replica; nothing to do")
 
         # 1. stage where the previous model is no longer loaded; nothing serves it yet
