@@ -14,8 +14,11 @@ It speaks one JSON object per line on stdout:
 and stops early when it reads "stop" or end-of-file on stdin (the caller asked, or died):
 it never outlives its caller by more than its own timeouts.
 
-HTTP is aiohttp (its C HTTP parser) on uvloop, a fraction of the CPU per request that httpx
-needs; bodies are encoded once and URLs parsed once.
+HTTP is the small keep-alive pool of `stack.lab.loadgen_http` (asyncio Protocols, httptools'
+C parser) on uvloop; request bytes are built from parts made once. The schedules are timer
+callbacks, each request one task: at a few hundred requests a second or fewer, the cost of a
+request is mostly waking up for it, so each wake-up does as little as it can. The process
+imports no numpy, pandas or ssl (ssl only for an https URL).
 """
 from __future__ import annotations
 
@@ -27,11 +30,10 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-import aiohttp
 import uvloop
-import yarl
 
 from stack.analysis.fields import LATE_S
+from stack.lab.loadgen_http import ClosedError, ConnectError, HTTPError, Pool, Response
 from stack.lab.traffic import STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
 
 
@@ -39,21 +41,60 @@ from stack.lab.traffic import STALE_CONNECTION_ATTEMPTS, RecordWriter, Transacti
 # is libuv's cached millisecond clock, too coarse for a request that takes a millisecond.
 _now = time.monotonic
 
+PROBE_CONNECTIONS = 8
+_JSON = {"Content-Type": "application/json"}
+
 
 def classify(exc: BaseException) -> str:
     """Map a client-side exception to an error kind."""
-    if isinstance(exc, TimeoutError):  # asyncio.timeout and aiohttp's own timeouts
+    if isinstance(exc, TimeoutError):  # the request's own deadline (asyncio.timeout)
         return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, unreachable: never sent
+    if isinstance(exc, ConnectError):  # refused, unreachable: never sent
         return "connect"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+    if isinstance(exc, (ClosedError, OSError)):
         return "read"  # the connection closed or reset under the request
     return "protocol"
 
 
-# Errors of a request whose connection closed before any answer (not a refused connect).
-_CLOSED_UNANSWERED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-_JSON = {"Content-Type": "application/json"}
+class _Schedule:
+    """Calls `launch(due)` at t0, t0+period, ... until `duration` is up, from timer callbacks;
+    never waits on responses, so the clock keeps going whatever the server does. Running
+    late, it launches up to 64 overdue requests in a row, then lets responses be handled."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, t0: float, period: float,
+                 duration: float, launch: Callable[[float], None]):
+        self.loop, self.t0, self.period, self.duration = loop, t0, period, duration
+        self.launch = launch
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._i = 0
+        self._timer_for = -1  # the slot the pending timer is set for
+        self._handle: asyncio.Handle = loop.call_soon(self._fire)
+
+    def cancel(self) -> None:
+        """Launch nothing more (in-flight requests go on)."""
+        self._handle.cancel()
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _fire(self) -> None:
+        try:
+            for _ in range(64):
+                if not self._i * self.period < self.duration - 1e-9:
+                    self.done.set_result(None)
+                    return
+                due = self.t0 + self._i * self.period
+                # a timer set for this slot makes it due: libuv's millisecond timers may wake
+                # a fraction of a millisecond early, and the record's lag_s shows it as it is
+                if self._i != self._timer_for and due > _now():
+                    self._timer_for = self._i
+                    self._handle = self.loop.call_later(due - _now(), self._fire)
+                    return
+                self.launch(due)
+                self._i += 1
+            self._handle = self.loop.call_soon(self._fire)  # 64 overdue: let responses in
+        except BaseException as exc:  # a bug in launch: the run ends with it, never hangs
+            if not self.done.done():
+                self.done.set_exception(exc)
 
 
 class Engine:
@@ -65,7 +106,6 @@ class Engine:
         self.rate, self.duration = float(cfg["rate"]), float(cfg["duration"])
         self.timeout, self.probe_timeout = float(cfg["timeout"]), float(cfg["probe_timeout"])
         self.tx = Transactions(int(cfg["n_customers"]), int(cfg["seed"]))
-        self.url = yarl.URL(cfg["predict_url"])  # parsed once, not per request
         self.writer = RecordWriter(cfg["path"])
         # (method, body, headers) of a fixed request; None: random POST /predict bodies
         self.fixed: tuple[str, bytes | None, dict[str, str]] | None = None
@@ -79,7 +119,7 @@ class Engine:
         self.counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self.late = 0
         self.retried = 0  # re-sends after a connection closed without a response
-        self.schedules: list[asyncio.Task[None]] = []
+        self.schedules: list[_Schedule] = []
         self.load_tasks: set[asyncio.Task[None]] = set()
         self.probe_tasks: set[asyncio.Task[None]] = set()
         self.t0 = 0.0
@@ -99,25 +139,22 @@ class Engine:
                 pass
 
     def _cancel_schedules(self) -> None:
-        for task in self.schedules:
-            task.cancel()
+        for schedule in self.schedules:
+            schedule.cancel()
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        load_conn = aiohttp.TCPConnector(limit=int(cfg["max_connections"]))
-        probe_conn = aiohttp.TCPConnector(limit=8)
-        no_timeout = aiohttp.ClientTimeout(total=None)  # each request has its own deadline
-        async with (
-            aiohttp.ClientSession(connector=load_conn, timeout=no_timeout,
-                                  trust_env=False, auto_decompress=False) as lc,
-            aiohttp.ClientSession(connector=probe_conn, timeout=no_timeout,
-                                  trust_env=False, auto_decompress=False) as pc,
-        ):
+        load_pool = Pool(cfg["predict_url"], int(cfg["max_connections"]))
+        probe_pool = Pool(cfg["probe_url"], PROBE_CONNECTIONS)
+        try:
             self.t0 = _now()  # CLOCK_MONOTONIC: the caller reads the same clock
-            self.schedules = [loop.create_task(run(session)) for run, session, on in (
-                (self._load_schedule, lc, cfg.get("load", True)),
-                (self._probe_schedule, pc, cfg.get("probe", True))) if on]
+            if cfg.get("load", True):
+                self.schedules.append(_Schedule(loop, self.t0, 1.0 / self.rate,
+                                                self.duration, self._load_launcher(load_pool)))
+            if cfg.get("probe", True):
+                self.schedules.append(_Schedule(loop, self.t0, float(cfg["probe_interval"]),
+                                                self.duration, self._probe_launcher(probe_pool)))
             ticker = loop.create_task(self._tick())
             with self._lock:
                 self.loop = loop
@@ -125,7 +162,8 @@ class Engine:
                     self._cancel_schedules()
             self.emit({"event": "started", "t0": self.t0})
             # 1. send on schedule until the duration is up or a stop cancels the schedules
-            for outcome in await asyncio.gather(*self.schedules, return_exceptions=True):
+            for outcome in await asyncio.gather(*(s.done for s in self.schedules),
+                                                return_exceptions=True):
                 if isinstance(outcome, Exception):
                     raise outcome
             ended = _now()
@@ -140,6 +178,9 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
             ticker.cancel()
             await asyncio.gather(ticker, return_exceptions=True)
+        finally:
+            load_pool.close()
+            probe_pool.close()
         self.writer.close()
         (load_sent, load_ok), (probes_sent, probes_ok) = self.counts["load"], self.counts["probe"]
         return {"event": "done", "load_sent": load_sent, "load_ok": load_ok,
@@ -147,98 +188,85 @@ class Engine:
                 "duration_s": round(ended - self.t0, 3), "load_late": self.late,
                 "retried": self.retried, "cpu_s": round(time.process_time(), 3)}
 
-    async def _schedule(self, period: float, launch: Callable[[float], None]) -> None:
-        """Call `launch(due)` at t0, t0+period, ... until the duration is up; never waits on
-        responses, so the clock keeps going whatever the server does."""
-        i = 0
-        while i * period < self.duration - 1e-9:
-            due = self.t0 + i * period
-            delay = due - _now()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif i % 64 == 0:
-                await asyncio.sleep(0)  # running late: still let responses be handled
-            launch(due)
-            i += 1
-
-    async def _load_schedule(self, session: aiohttp.ClientSession) -> None:
+    def _load_launcher(self, pool: Pool) -> Callable[[float], None]:
         loop = asyncio.get_running_loop()
         max_in_flight = int(self.cfg["max_in_flight"])
+        if self.fixed is not None:  # another API's request, the same bytes every time
+            method, body, headers = self.fixed
+            message, head_only = pool.message(method, headers, body), method == "HEAD"
+
+            def request() -> Awaitable[Response]:
+                return pool.send(message, head_only)
+        elif self.cfg["idempotency_keys"]:
+            def request() -> Awaitable[Response]:
+                return self._post_with_retries(pool)
+        else:
+            def request() -> Awaitable[Response]:
+                return pool.send(pool.message("POST", _JSON, self._body()))
 
         def launch(due: float) -> None:
             now = _now()
             if len(self.load_tasks) >= max_in_flight or now - due > self.timeout:
                 self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
-            task = loop.create_task(self._send_load(session, due))
+            task = loop.create_task(self._send("load", due, self.timeout, request))
             self.load_tasks.add(task)
             task.add_done_callback(self.load_tasks.discard)
 
-        await self._schedule(1.0 / self.rate, launch)
+        return launch
 
-    async def _probe_schedule(self, session: aiohttp.ClientSession) -> None:
+    def _probe_launcher(self, pool: Pool) -> Callable[[float], None]:
         loop = asyncio.get_running_loop()
-        url = self.cfg["probe_url"]
+        message = pool.message("GET")
+
+        def request() -> Awaitable[Response]:
+            return pool.send(message)
 
         def launch(due: float) -> None:
             now = _now()
             if now - due > self.probe_timeout:
                 self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
-            task = loop.create_task(self._send("probe", due, self.probe_timeout,
-                                               lambda: session.get(url)))
+            task = loop.create_task(self._send("probe", due, self.probe_timeout, request))
             self.probe_tasks.add(task)
             task.add_done_callback(self.probe_tasks.discard)
 
-        await self._schedule(float(self.cfg["probe_interval"]), launch)
+        return launch
 
-    async def _send_load(self, session: aiohttp.ClientSession, due: float) -> None:
-        url = self.url
-        if self.fixed is not None:  # another API's request, the same every time
-            method, body, headers = self.fixed
-            await self._send("load", due, self.timeout,
-                             lambda: session.request(method, url, data=body, headers=headers))
-            return
-        body = json.dumps(self.tx.next(), separators=(",", ":")).encode()
-        if not self.cfg["idempotency_keys"]:
-            await self._send("load", due, self.timeout,
-                             lambda: session.post(url, data=body, headers=_JSON))
-            return
-        headers = {**_JSON, "Idempotency-Key": str(uuid.uuid4())}
+    def _body(self) -> bytes:
+        return json.dumps(self.tx.next(), separators=(",", ":")).encode()
 
+    async def _post_with_retries(self, pool: Pool) -> Response:
+        """A POST /predict with an Idempotency-Key, re-sent when that is safe and useful.
+
+        A keep-alive connection the server closed just as we sent (nginx workers quit on a
+        reload) fails before any response: writing the request, or reading the answer, hits
+        a closed socket. HTTP clients retry such a request on another connection; with an
+        Idempotency-Key that is safe for a POST too. The next pooled connection may be stale
+        as well, so a few attempts, all under the deadline. A 503 that says Retry-After (no
+        database primary for a moment) is tried again after that wait, if the wait ends
+        before the request's deadline."""
+        message = pool.message("POST", {**_JSON, "Idempotency-Key": str(uuid.uuid4())},
+                               self._body())
         deadline = _now() + self.timeout
-
-        async def post_with_retries() -> aiohttp.ClientResponse:
-            # A keep-alive connection the server closed just as we sent (nginx workers quit
-            # on a reload) fails before any response: writing the request, or reading the
-            # answer, hits a closed socket. HTTP clients retry such a request on another
-            # connection; with an Idempotency-Key that is safe for a POST too. The next pooled
-            # connection may be stale as well, so a few attempts, all under the deadline.
-            # A 503 that says Retry-After (no database primary for a moment) is tried again
-            # after that wait, if the wait ends before the request's deadline.
-            attempt = 1
-            while True:
-                try:
-                    resp = await session.post(url, data=body, headers=headers)
-                except aiohttp.ClientConnectorError:
-                    raise  # refused: nothing was sent, and nothing to re-send to
-                except _CLOSED_UNANSWERED:
-                    if attempt >= STALE_CONNECTION_ATTEMPTS:
-                        raise
-                    attempt += 1
-                    self.retried += 1
-                    continue
-                wait = _retry_after(resp)
-                if wait is None or _now() + wait >= deadline - 0.05:
-                    return resp
-                resp.release()
+        attempt = 1
+        while True:
+            try:
+                resp = await pool.send(message)
+            except ClosedError as exc:
+                if exc.answered or attempt >= STALE_CONNECTION_ATTEMPTS:
+                    raise
+                attempt += 1
                 self.retried += 1
-                await asyncio.sleep(wait)
-
-        await self._send("load", due, self.timeout, post_with_retries)
+                continue
+            wait = _retry_after(resp)
+            if wait is None or _now() + wait >= deadline - 0.05:
+                return resp
+            self.retried += 1
+            await asyncio.sleep(wait)
 
     async def _send(self, kind: str, due: float, timeout: float,
-                    request: Callable[[], Awaitable[aiohttp.ClientResponse]]) -> None:
+                    request: Callable[[], Awaitable[Response]]) -> None:
         """Send one request under an overall deadline (waiting for a connection slot counts)
         and record its outcome."""
         sent, wall = _now(), time.time()
@@ -246,20 +274,16 @@ class Engine:
         try:
             async with asyncio.timeout(timeout):
                 resp = await request()
-                try:
-                    data = await resp.read()
-                finally:
-                    resp.release()
             status = resp.status
-            backend = resp.headers.get("X-Backend", "")
+            backend = resp.headers.get("x-backend", "")
             if not 200 <= status < 300:
                 error = f"http_{status // 100}xx"
             elif kind == "load":
-                request_id = _request_id(data)
+                request_id = _request_id(resp.body)
         except asyncio.CancelledError:
             self._record(kind, due, sent, wall, _now() - sent, 0, "timeout", "", "")
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, HTTPError, OSError) as exc:
             error = classify(exc)
         self._record(kind, due, sent, wall, _now() - sent, status, error, backend,
                      request_id)
@@ -285,12 +309,12 @@ class Engine:
             self.emit({"event": "tick", "sent": sent, "ok": ok, "late": self.late})
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+def _retry_after(resp: Response) -> float | None:
     """Seconds a 503 asks the client to wait (Retry-After in seconds), or None."""
     if resp.status != 503:
         return None
     try:
-        return max(0.0, float(resp.headers.get("Retry-After", "")))
+        return max(0.0, float(resp.headers.get("retry-after", "")))
     except ValueError:
         return None
 

@@ -12,10 +12,12 @@ verdicts built on such a run say INCONCLUSIVE.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -24,8 +26,6 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from stack.analysis.fields import behind_note
 from stack.errors import ConfigError, StackError
@@ -76,35 +76,30 @@ class TrafficResult:
 
 
 class Transactions:
-    """Random valid /predict bodies from a seeded generator, drawn in vectorised batches."""
+    """Random valid /predict bodies from a seeded generator (the standard library's: the load
+    client's process never imports numpy), drawn `batch` at a time."""
 
     def __init__(self, n_customers: int = 2000, seed: int = 0, batch: int = 1024):
         self.n_customers = n_customers
-        self._rng = np.random.default_rng(seed)
+        self._rng = random.Random(seed)
         self._batch = batch
         self._buf: list[dict[str, Any]] = []
+        self._cat_cum = list(itertools.accumulate(CATEGORY_WEIGHTS))
+        self._country_cum = list(itertools.accumulate(COUNTRY_WEIGHTS))
 
     def next(self) -> dict[str, Any]:
         if not self._buf:
-            self._buf = self._draw()
+            self._buf = [self._one() for _ in range(self._batch)]
             self._buf.reverse()
         return self._buf.pop()
 
-    def _draw(self) -> list[dict[str, Any]]:
-        rng, n = self._rng, self._batch
-        cat_p = np.array(CATEGORY_WEIGHTS) / sum(CATEGORY_WEIGHTS)
-        country_p = np.array(COUNTRY_WEIGHTS) / sum(COUNTRY_WEIGHTS)
-        customers = rng.integers(1, self.n_customers + 1, n)
-        amounts = np.maximum(np.round(rng.lognormal(math.log(50.0), 1.0, n), 2), 0.01)
-        cats = rng.choice(len(CATEGORIES), n, p=cat_p)
-        countries = rng.choice(len(COUNTRIES), n, p=country_p)
-        hours = rng.integers(0, 24, n)
-        online = rng.random(n) < 0.4
-        return [
-            {"customer_id": int(c), "amount": float(a), "merchant_category": CATEGORIES[k],
-             "country": COUNTRIES[g], "hour": int(h), "is_online": bool(o)}
-            for c, a, k, g, h, o in zip(customers, amounts, cats, countries, hours, online)
-        ]
+    def _one(self) -> dict[str, Any]:
+        rng = self._rng
+        return {"customer_id": rng.randint(1, self.n_customers),
+                "amount": max(round(rng.lognormvariate(math.log(50.0), 1.0), 2), 0.01),
+                "merchant_category": rng.choices(CATEGORIES, cum_weights=self._cat_cum)[0],
+                "country": rng.choices(COUNTRIES, cum_weights=self._country_cum)[0],
+                "hour": rng.randrange(24), "is_online": rng.random() < 0.4}
 
 
 class RecordWriter:
