@@ -97,9 +97,10 @@ def test_a_saved_result_gives_the_week_and_explains_its_failures(tmp_path):
     assert week.replay_availability == pytest.approx(389 / 400)
     explained = res.explain_failures()
     assert explained.to_dict("records") == [
-        {"answered_by": "nginx", "fault": "crash api1", "error": "http_502", "failed": 10},
+        {"answered_by": "nginx", "fault": "crash api1", "error": "http_502", "failed": 10,
+         "first_t": 10.0, "last_t": 10.9},
         {"answered_by": "no answer", "fault": "outside every fault window",
-         "error": "timeout", "failed": 1}]
+         "error": "timeout", "failed": 1, "first_t": 37.0, "last_t": 37.0}]
 
 
 def test_hard_numbers_lead_with_the_week_and_keep_the_replay(tmp_path):

@@ -129,7 +129,27 @@ def test_time_to_recover_ignores_failures_before_the_start():
     ok = np.array([False, True, False, False, True])
     assert time_to_recover(t, ok, 1.0, 10.0) == pytest.approx(3.0)
     assert time_to_recover(t, ok, 4.0, 10.0) == 0.0
-    assert time_to_recover(t, ok, 1.0, 3.5) is None
+    assert time_to_recover(t, ok, 1.0, 3.5) is None  # no success before the window's end
+    assert time_to_recover(t, ok, 1.0, 3.5, horizon=10.0) == pytest.approx(3.0)
+    assert time_to_recover(t, ok, 1.0, 2.5, horizon=10.0) == pytest.approx(3.0)  # 4.0, ok
+
+
+def test_a_request_cut_off_in_flight_counts_for_the_fault_that_cut_it():
+    rows = [rec(i / 10) for i in range(400)]
+    cut = rec(9.8, error="read", status=0)  # left at 9.8 s, cut off at 10.3 s by the crash
+    cut["latency_s"] = 0.5
+    early = rec(5.0, error="timeout", status=0)  # ended at 8 s, before the crash
+    early["latency_s"] = 3.0
+    rows[98], rows[50] = cut, early
+    df = records_frame(rows)
+    wins = [Window("crash", "nginx", 10.0, 12.0, 1500.0)]
+    table = explain_failures(df, wins, front="nginx")
+    got = {(r.fault, r.error): r.failed for r in table.itertuples()}
+    assert got == {("crash nginx", "read"): 1, (OUTSIDE, "timeout"): 1}
+    w = week_figures(df, wins)
+    assert w.incidents.loc[0, "failed"] == 1 and w.incidents.loc[0, "requests"] == 21
+    assert w.outside_failed == 1 and w.outside_requests == 379
+    assert w.incidents.loc[0, "recover_s"] == 0.0  # nothing scheduled in it failed
 
 
 def test_windows_from_the_runner_pair_with_real_durations():
@@ -149,13 +169,15 @@ def test_every_failure_is_explained_by_who_answered_its_window_and_kind():
     df = records_frame(rows)
     wins = [Window("crash", "api2", 4.0, 6.0, 1500.0), Window("hang", "redis", 5.2, 8.0, 60.0)]
     table = explain_failures(df, wins, front="nginx", grace_s=0.0)
-    assert list(table.columns) == ["answered_by", "fault", "error", "failed"]
+    assert list(table.columns) == ["answered_by", "fault", "error", "failed", "first_t",
+                                   "last_t"]
     got = {(r.answered_by, r.fault, r.error): r.failed for r in table.itertuples()}
     assert got == {("nginx", "crash api2", "http_502"): 1,
                    ("api2", "crash api2", "http_503"): 1,
                    ("no answer", "crash api2 + hang redis", "timeout"): 2,
                    ("no answer", OUTSIDE, "connect"): 1}
     assert table.iloc[0]["failed"] == 2
+    assert (table.iloc[0]["first_t"], table.iloc[0]["last_t"]) == (5.2, 5.3)
     assert unexplained(table) == 1
     assert unexplained(explain_failures(df, wins, grace_s=20.0)) == 0
     empty = explain_failures(records_frame([rec(1.0)]), wins)

@@ -4,8 +4,9 @@ failure came from.
 A replay packs a week's incidents into a minute or two, so its own availability is far worse
 than the week's. A scenario says how long each incident lasts in the real week (its real
 duration, the same whichever topology replays it); the replay measures, for each incident,
-the share of requests that failed while its fault was in force (and through a short grace
-after it, as far as the failures it left behind go), and the share that failed outside every fault window. Over the week W:
+the share of requests that failed while its fault was in force (with the requests it cut
+off in flight, and through a short grace after it as far as the failures it left behind go),
+and the share that failed outside every fault window. Over the week W:
 
     downtime = sum over incidents of  failed share in its window * its real duration
              + failed share outside the windows * (W - the real durations' sum)
@@ -70,15 +71,29 @@ def _load(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["kind"] == "load"]
 
 
-def _inside(t: np.ndarray, ok: np.ndarray, w: Window, grace_s: float) -> np.ndarray:
-    """The requests of a window: from its start to its end, and on through the grace after
-    it as far as the last failure there (what the fault left behind is its damage; requests
-    that succeed after it are not part of the incident)."""
+def _done(df: pd.DataFrame) -> np.ndarray:
+    """When each request ended: its scheduled time, plus how late it left, plus its latency."""
+    return (df["t"] + df["lag_s"] + df["latency_s"]).to_numpy()
+
+
+def _hit(t: np.ndarray, done: np.ndarray, w: Window, grace_s: float) -> np.ndarray:
+    """Requests a fault can have failed: scheduled in its window or the grace after it, or
+    scheduled before it and still in flight when it began (a crash fails what it cuts off)."""
+    return ((t >= w.start) & (t < w.end + grace_s)) | ((t < w.start) & (done >= w.start))
+
+
+def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, grace_s: float
+            ) -> np.ndarray:
+    """The requests of a window: scheduled from its start to its end; the failed ones it cut
+    off in flight; and on through the grace after it as far as the last failure there (what
+    the fault left behind is its damage; requests that succeed after it are not part of
+    the incident)."""
     core = (t >= w.start) & (t < w.end)
+    cut = ~ok & (t < w.start) & (done >= w.start)
     tail = (t >= w.end) & (t < w.end + grace_s)
     if not (tail & ~ok).any():
-        return core
-    return core | (tail & (t <= t[tail & ~ok].max()))
+        return core | cut
+    return core | cut | (tail & (t <= t[tail & ~ok].max()))
 
 
 def _horizons(wins: Sequence[Window], run_end: float, grace_s: float) -> list[float]:
@@ -100,16 +115,16 @@ def time_to_detect(times: np.ndarray, ok: np.ndarray, start: float, horizon: flo
     return float(seen.min() - start) if len(seen) else None
 
 
-def time_to_recover(times: np.ndarray, ok: np.ndarray, start: float, horizon: float
-                    ) -> float | None:
-    """Seconds from `start` to the first request from which every request before `horizon`
-    succeeds: 0.0 when none failed, None when requests still failed at the horizon."""
-    sel = (times >= start) & (times < horizon)
-    t, good = times[sel], ok[sel]
-    if good.all():
+def time_to_recover(times: np.ndarray, ok: np.ndarray, start: float, until: float,
+                    horizon: float | None = None) -> float | None:
+    """Seconds from `start` to the first request that succeeded after the last failure
+    scheduled before `until` (the fault's end plus the grace): 0.0 when none failed; None
+    when no request succeeded after it before `horizon` (default: `until`)."""
+    horizon = until if horizon is None else horizon
+    bad = times[(times >= start) & (times < until) & ~ok]
+    if not len(bad):
         return 0.0
-    last_bad = t[~good].max()
-    after = t[good & (t > last_bad)]
+    after = times[ok & (times > bad.max()) & (times < horizon)]
     return float(after.min() - start) if len(after) else None
 
 
@@ -133,18 +148,18 @@ def incident_table(records: pd.DataFrame, wins: Sequence[Window], *,
     Prometheus ran: `pages` None), and the time to recover."""
     load = _load(records)
     probes = records[records["kind"] == "probe"]
-    lt, lok = load["t"].to_numpy(), _ok(load)
+    lt, ldone, lok = load["t"].to_numpy(), _done(load), _ok(load)
     pt, pok = probes["t"].to_numpy(), _ok(probes)
     end = run_end if run_end is not None else (float(records["t"].max()) if len(records)
                                                else 0.0)
     rows = []
     for w, horizon in zip(wins, _horizons(wins, end, grace_s)):
-        inside = _inside(lt, lok, w, grace_s)
+        inside = _inside(lt, ldone, lok, w, grace_s)
         n, bad = int(inside.sum()), int((inside & ~lok).sum())
         share = bad / n if n else 0.0
         detect = time_to_detect(pt, pok, w.start, horizon)
         page = first_page(pages, w.start, horizon) if pages is not None else None
-        recover = time_to_recover(lt, lok, w.start, horizon)
+        recover = time_to_recover(lt, lok, w.start, w.end + grace_s, horizon)
         rows.append({
             "fault": w.fault, "target": w.target, "start_s": round(w.start, 1),
             "end_s": round(w.end, 1), "requests": n, "failed": bad, "failed_share": share,
@@ -253,10 +268,10 @@ def week_figures(records: pd.DataFrame, wins: Sequence[Window], *,
                          f"the {format_real(represents_s)} the replay stands for")
     table = incident_table(records, wins, pages=pages, grace_s=grace_s, run_end=run_end)
     load = _load(records)
-    lt, lok = load["t"].to_numpy(), _ok(load)
+    lt, ldone, lok = load["t"].to_numpy(), _done(load), _ok(load)
     outside = np.ones(len(lt), dtype=bool)
     for w in wins:
-        outside &= ~_inside(lt, lok, w, grace_s)
+        outside &= ~_inside(lt, ldone, lok, w, grace_s)
     n_out, bad_out = int(outside.sum()), int((outside & ~lok).sum())
     rest = represents_s - real_total
     share_out = bad_out / n_out if n_out else 0.0
@@ -274,34 +289,36 @@ def error_subkind(error: str, status: int) -> str:
     return error or f"http_{status}"
 
 
-EXPLAIN_COLUMNS = ["answered_by", "fault", "error", "failed"]
+EXPLAIN_COLUMNS = ["answered_by", "fault", "error", "failed", "first_t", "last_t"]
 
 
 def explain_failures(records: pd.DataFrame, wins: Sequence[Window], *, front: str = "",
                      grace_s: float = GRACE_S) -> pd.DataFrame:
     """Every failed load request, counted by who answered it (the replica named by its
     X-Backend header; `front`, e.g. "nginx", for an answer no replica signed; "no answer" for
-    a timeout or a refused connection), the fault window(s) it fell in (OUTSIDE when none:
-    a failure nothing explains), and its error kind with the status (http_502, timeout, ...).
-    Most frequent first."""
+    a timeout or a refused connection), the fault window(s) it fell in (scheduled in the
+    window or the grace after it, or in flight when the fault began; OUTSIDE when none: a
+    failure nothing explains), and its error kind with the status (http_502, timeout, ...),
+    with the scheduled times of the first and last. Most frequent first."""
     load = _load(records)
     bad = load[~_ok(load)]
     if bad.empty:
-        return pd.DataFrame(columns=EXPLAIN_COLUMNS).astype({"failed": "int64"})
-    t = bad["t"].to_numpy()
-    labels = []
-    for i in range(len(t)):
-        hit = [w.label for w in wins if w.start <= t[i] < w.end + grace_s]
-        labels.append(" + ".join(hit) if hit else OUTSIDE)
+        return pd.DataFrame(columns=EXPLAIN_COLUMNS).astype(
+            {"failed": "int64", "first_t": "float64", "last_t": "float64"})
+    t, done = bad["t"].to_numpy(), _done(bad)
+    hits = [_hit(t, done, w, grace_s) for w in wins]
+    labels = [" + ".join(w.label for w, h in zip(wins, hits) if h[i]) or OUTSIDE
+              for i in range(len(t))]
     status = bad["status"].to_numpy()
     backend = bad["backend"].to_numpy()
     who = [b if b else ((front or "server") if s > 0 else "no answer")
            for b, s in zip(backend, status)]
     kinds = [error_subkind(e, int(s)) for e, s in zip(bad["error"].to_numpy(), status)]
-    frame = pd.DataFrame({"answered_by": who, "fault": labels, "error": kinds})
-    out = frame.value_counts().rename("failed").reset_index()
-    return out.sort_values(["failed", "fault", "answered_by", "error"],
-                           ascending=[False, True, True, True], kind="stable"
+    frame = pd.DataFrame({"answered_by": who, "fault": labels, "error": kinds, "t": t})
+    out = (frame.groupby(["answered_by", "fault", "error"])["t"]
+           .agg(failed="size", first_t="min", last_t="max").reset_index())
+    out[["first_t", "last_t"]] = out[["first_t", "last_t"]].round(1)
+    return out.sort_values(["failed", "first_t"], ascending=[False, True], kind="stable"
                            ).reset_index(drop=True)[EXPLAIN_COLUMNS]
 
 

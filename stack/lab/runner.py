@@ -135,8 +135,8 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
     with traffic, scraper:
         try:
             for at, _, action, i in _actions(scenario):
-                while traffic.elapsed < at:
-                    time.sleep(min(0.05, at - traffic.elapsed))
+                while (left := at - traffic.elapsed) > 0:  # read the clock once a turn
+                    time.sleep(min(0.05, left))
                 ev = scenario.events[i]
                 if action == "apply":
                     windows[i] = {"fault": ev.fault, "target": ev.target, "event": i,
