@@ -129,9 +129,21 @@ def test_time_to_recover_ignores_failures_before_the_start():
     ok = np.array([False, True, False, False, True])
     assert time_to_recover(t, ok, 1.0, 10.0) == pytest.approx(3.0)
     assert time_to_recover(t, ok, 4.0, 10.0) == 0.0
-    assert time_to_recover(t, ok, 1.0, 3.5) is None  # no success before the window's end
-    assert time_to_recover(t, ok, 1.0, 3.5, horizon=10.0) == pytest.approx(3.0)
-    assert time_to_recover(t, ok, 1.0, 2.5, horizon=10.0) == pytest.approx(3.0)  # 4.0, ok
+    assert time_to_recover(t, ok, 1.0, 3.5) == pytest.approx(3.0)  # 4.0: past the window
+    assert time_to_recover(t, ok, 1.0, 2.5) == pytest.approx(3.0)  # 3.0 failed too
+    assert time_to_recover(t, np.array([True, True, False, False, False]), 1.0, 3.0) is None
+
+
+def test_an_incident_ends_where_the_next_fault_begins():
+    # a hang [10, 20) whose failures stop at 20, then a restart at 21 failing [21, 22)
+    df = run({(10.0, 20.0): "timeout", (21.0, 22.0): "connect"}, probe_down=(21, 22))
+    wins = [Window("hang", "api1", 10.0, 20.0, 2700.0),
+            Window("restart", "api1", 21.0, 22.0, 120.0)]
+    table = incident_table(df, wins, grace_s=2.0)
+    assert table.loc[0, "recover_s"] == pytest.approx(10.0)  # the restart's failures are its own
+    assert math.isnan(table.loc[0, "detect_probe_s"])  # the probe failed in the restart only
+    assert table.loc[1, "recover_s"] == pytest.approx(1.0)
+    assert table.loc[1, "detect_probe_s"] == 0.0
 
 
 def test_a_request_cut_off_in_flight_counts_for_the_fault_that_cut_it():

@@ -76,13 +76,13 @@ def _done(df: pd.DataFrame) -> np.ndarray:
     return (df["t"] + df["lag_s"] + df["latency_s"]).to_numpy()
 
 
-def _hit(t: np.ndarray, done: np.ndarray, w: Window, grace_s: float) -> np.ndarray:
+def _hit(t: np.ndarray, done: np.ndarray, w: Window, until: float) -> np.ndarray:
     """Requests a fault can have failed: scheduled in its window or the grace after it, or
     scheduled before it and still in flight when it began (a crash fails what it cuts off)."""
-    return ((t >= w.start) & (t < w.end + grace_s)) | ((t < w.start) & (done >= w.start))
+    return ((t >= w.start) & (t < until)) | ((t < w.start) & (done >= w.start))
 
 
-def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, grace_s: float
+def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, until: float
             ) -> np.ndarray:
     """The requests of a window: scheduled from its start to its end; the failed ones it cut
     off in flight; and on through the grace after it as far as the last failure there (what
@@ -90,20 +90,25 @@ def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, grace_s:
     the incident)."""
     core = (t >= w.start) & (t < w.end)
     cut = ~ok & (t < w.start) & (done >= w.start)
-    tail = (t >= w.end) & (t < w.end + grace_s)
+    tail = (t >= w.end) & (t < until)
     if not (tail & ~ok).any():
         return core | cut
     return core | cut | (tail & (t <= t[tail & ~ok].max()))
 
 
-def _horizons(wins: Sequence[Window], run_end: float, grace_s: float) -> list[float]:
-    """Until when each incident's detection and recovery are looked for: the next fault's
-    start (or the end of the run), but at least the window's end plus the grace."""
+def _spans(wins: Sequence[Window], run_end: float, grace_s: float
+           ) -> list[tuple[float, float]]:
+    """Per incident, (until, page horizon). Until: where its grace, and so its failures and
+    probe failures, end: the window's end plus the grace, or the next fault's start if that
+    comes first after the window's end (what fails then is the next fault's). Page
+    horizon: the next fault's start or the end of the run, at least the window's end plus
+    the grace (a burn-rate page comes late)."""
     out = []
     for w in wins:
         later = [o.start for o in wins if o.start > w.start]
-        nxt = min(later) if later else run_end
-        out.append(max(min(nxt, run_end), w.end + grace_s))
+        nxt = min(min(later) if later else run_end, run_end)
+        until = w.end + grace_s if nxt <= w.end else min(w.end + grace_s, nxt)
+        out.append((until, max(nxt, w.end + grace_s)))
     return out
 
 
@@ -115,16 +120,15 @@ def time_to_detect(times: np.ndarray, ok: np.ndarray, start: float, horizon: flo
     return float(seen.min() - start) if len(seen) else None
 
 
-def time_to_recover(times: np.ndarray, ok: np.ndarray, start: float, until: float,
-                    horizon: float | None = None) -> float | None:
+def time_to_recover(times: np.ndarray, ok: np.ndarray, start: float, until: float
+                    ) -> float | None:
     """Seconds from `start` to the first request that succeeded after the last failure
-    scheduled before `until` (the fault's end plus the grace): 0.0 when none failed; None
-    when no request succeeded after it before `horizon` (default: `until`)."""
-    horizon = until if horizon is None else horizon
+    scheduled before `until` (the incident's end): 0.0 when none failed; None when no
+    request succeeded after it, to the end of the run."""
     bad = times[(times >= start) & (times < until) & ~ok]
     if not len(bad):
         return 0.0
-    after = times[ok & (times > bad.max()) & (times < horizon)]
+    after = times[ok & (times > bad.max())]
     return float(after.min() - start) if len(after) else None
 
 
@@ -143,9 +147,10 @@ def incident_table(records: pd.DataFrame, wins: Sequence[Window], *,
                    pages: Sequence[float] | None = None, grace_s: float = GRACE_S,
                    run_end: float | None = None) -> pd.DataFrame:
     """One row per incident: its window in the replay, load requests and failures in it (and
-    in the grace after it, up to the last failure there), the failed share, its real duration and the downtime that makes in the week,
-    the time to detect by the uptime probe and by a page (nan when nothing saw it, or no
-    Prometheus ran: `pages` None), and the time to recover."""
+    in the grace after it, up to the last failure there), the failed share, its real
+    duration and the downtime that makes in the week, the time to detect by the uptime probe
+    and by a page (nan when nothing saw it, or no Prometheus ran: `pages` None), and the
+    time to recover (nan: never)."""
     load = _load(records)
     probes = records[records["kind"] == "probe"]
     lt, ldone, lok = load["t"].to_numpy(), _done(load), _ok(load)
@@ -153,13 +158,13 @@ def incident_table(records: pd.DataFrame, wins: Sequence[Window], *,
     end = run_end if run_end is not None else (float(records["t"].max()) if len(records)
                                                else 0.0)
     rows = []
-    for w, horizon in zip(wins, _horizons(wins, end, grace_s)):
-        inside = _inside(lt, ldone, lok, w, grace_s)
+    for w, (until, page_horizon) in zip(wins, _spans(wins, end, grace_s)):
+        inside = _inside(lt, ldone, lok, w, until)
         n, bad = int(inside.sum()), int((inside & ~lok).sum())
         share = bad / n if n else 0.0
-        detect = time_to_detect(pt, pok, w.start, horizon)
-        page = first_page(pages, w.start, horizon) if pages is not None else None
-        recover = time_to_recover(lt, lok, w.start, w.end + grace_s, horizon)
+        detect = time_to_detect(pt, pok, w.start, until)
+        page = first_page(pages, w.start, page_horizon) if pages is not None else None
+        recover = time_to_recover(lt, lok, w.start, until)
         rows.append({
             "fault": w.fault, "target": w.target, "start_s": round(w.start, 1),
             "end_s": round(w.end, 1), "requests": n, "failed": bad, "failed_share": share,
@@ -270,8 +275,10 @@ def week_figures(records: pd.DataFrame, wins: Sequence[Window], *,
     load = _load(records)
     lt, ldone, lok = load["t"].to_numpy(), _done(load), _ok(load)
     outside = np.ones(len(lt), dtype=bool)
-    for w in wins:
-        outside &= ~_inside(lt, ldone, lok, w, grace_s)
+    end = run_end if run_end is not None else (float(records["t"].max()) if len(records)
+                                               else 0.0)
+    for w, (until, _) in zip(wins, _spans(wins, end, grace_s)):
+        outside &= ~_inside(lt, ldone, lok, w, until)
     n_out, bad_out = int(outside.sum()), int((outside & ~lok).sum())
     rest = represents_s - real_total
     share_out = bad_out / n_out if n_out else 0.0
@@ -306,7 +313,8 @@ def explain_failures(records: pd.DataFrame, wins: Sequence[Window], *, front: st
         return pd.DataFrame(columns=EXPLAIN_COLUMNS).astype(
             {"failed": "int64", "first_t": "float64", "last_t": "float64"})
     t, done = bad["t"].to_numpy(), _done(bad)
-    hits = [_hit(t, done, w, grace_s) for w in wins]
+    end = float(records["t"].max())
+    hits = [_hit(t, done, w, until) for w, (until, _) in zip(wins, _spans(wins, end, grace_s))]
     labels = [" + ".join(w.label for w, h in zip(wins, hits) if h[i]) or OUTSIDE
               for i in range(len(t))]
     status = bad["status"].to_numpy()
