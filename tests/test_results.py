@@ -121,3 +121,27 @@ def test_hard_numbers_lead_with_the_week_and_keep_the_replay(tmp_path):
     assert "10.1 min of downtime per week, 43.2 min per 30 days" in text
     assert "| availability over the week | 99.752% | 100.000% |" in text
     assert "## Incidents, before" in text and "no Prometheus in this run" in text
+
+
+def test_a_monitored_result_reads_its_pages_from_the_webhook(tmp_path):
+    res = _result(tmp_path, "monitored", (10.0, 11.0))
+    assert res.page_times() is None and not res.week().pages_known  # no Prometheus ran
+    meta = json.loads((res.records_path.parent / "result.json").read_text())
+    (res.records_path.parent / "result.json").write_text(json.dumps({**meta, "monitored": True}))
+    res = ScenarioResult.load(res.records_path.parent)
+    assert res.page_times() == []
+    hook = res.records_path.parent / "webhook"
+    hook.mkdir()
+    notes = [{"received": 1.7e9 + 13.5, "status": "firing", "alertname": "FastBurn",
+              "severity": "page"},
+             {"received": 1.7e9 + 12.0, "status": "firing", "alertname": "Slow",
+              "severity": "ticket"},
+             {"received": 1.7e9 + 45.0, "status": "resolved", "alertname": "FastBurn",
+              "severity": "page"}]
+    (hook / "notifications.jsonl").write_text("".join(json.dumps(n) + "\n" for n in notes))
+    assert res.page_times() == pytest.approx([13.5])
+    week = res.week()
+    assert week.incidents.loc[0, "detect_page_s"] == pytest.approx(3.5)
+    assert week.table().loc["slow_db api2", "paged"] == "not paged"
+    copy = ScenarioResult.load(res.save(tmp_path / "saved"))
+    assert copy.monitored and copy.page_times() == pytest.approx([13.5])

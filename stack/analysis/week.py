@@ -101,14 +101,14 @@ def _spans(wins: Sequence[Window], run_end: float, grace_s: float
     """Per incident, (until, page horizon). Until: where its grace, and so its failures and
     probe failures, end: the window's end plus the grace, or the next fault's start if that
     comes first after the window's end (what fails then is the next fault's). Page
-    horizon: the next fault's start or the end of the run, at least the window's end plus
-    the grace (a burn-rate page comes late)."""
+    horizon: the next fault's start, at least the window's end plus the grace (a burn-rate
+    page comes late); for the last fault, any time after it."""
     out = []
     for w in wins:
         later = [o.start for o in wins if o.start > w.start]
         nxt = min(min(later) if later else run_end, run_end)
         until = w.end + grace_s if nxt <= w.end else min(w.end + grace_s, nxt)
-        out.append((until, max(nxt, w.end + grace_s)))
+        out.append((until, max(nxt, w.end + grace_s) if later else float("inf")))
     return out
 
 

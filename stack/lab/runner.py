@@ -35,6 +35,7 @@ class ScenarioResult:
     metrics_path: Path
     faults: list[dict[str, Any]] = field(default_factory=list)
     front: str = ""  # the component in front of the replicas ("nginx"), "" for none
+    monitored: bool = False  # Prometheus and Alertmanager ran: pages were sent to a webhook
 
     @property
     def records(self) -> pd.DataFrame:
@@ -54,11 +55,30 @@ class ScenarioResult:
                 for i, f in enumerate(self.faults)]
         return week_analysis.windows(self.faults, real)
 
+    def page_times(self) -> list[float] | None:
+        """Seconds after the start at which a page fired (the lab's webhook receiver's
+        notifications, firing, severity page); None when no Prometheus ran."""
+        if not self.monitored:
+            return None
+        from stack.analysis.notifications import read_notifications
+
+        notes = read_notifications(self.records_path.parent)
+        records = self.records
+        if notes.empty or records.empty:
+            return []
+        offset = float((records["wall"] - records["t"]).median())
+        fired = notes[(notes["severity"] == "page") & (notes["status"] == "firing")
+                      & (notes["received"] >= offset)]
+        return sorted(float(w - offset) for w in fired["received"])
+
     def week(self, pages: Sequence[float] | None = None, slo: float = 0.999,
              grace_s: float = week_analysis.GRACE_S) -> week_analysis.WeekFigures:
         """The replay's availability and the week's it stands for, with each incident's
         failures, real duration, time to detect and time to recover. `pages`: seconds after
-        the start at which a page fired, where Prometheus ran (None: no Prometheus)."""
+        the start at which a page fired (default: the lab's own pages where Prometheus ran,
+        None where it did not)."""
+        if pages is None:
+            pages = self.page_times()
         return week_analysis.week_figures(
             self.records, self.windows(), represents_s=self.scenario.represents, pages=pages,
             grace_s=grace_s, run_end=self.scenario.duration_s, slo=slo)
@@ -80,8 +100,14 @@ class ScenarioResult:
         shutil.copy2(self.records_path, folder / "records.jsonl")
         if self.metrics_path.exists():
             shutil.copy2(self.metrics_path, folder / "metrics.jsonl")
+        from stack.analysis.notifications import NOTIFICATIONS
+
+        pages = self.records_path.parent / "webhook" / NOTIFICATIONS
+        if self.monitored and pages.exists():  # the pages go with the records they explain
+            (folder / "webhook").mkdir(exist_ok=True)
+            shutil.copy2(pages, folder / "webhook" / NOTIFICATIONS)
         meta = {"scenario": self.scenario.model_dump(), "topology": self.topology,
-                "faults": self.faults, "front": self.front}
+                "faults": self.faults, "front": self.front, "monitored": self.monitored}
         (folder / "result.json").write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -91,7 +117,7 @@ class ScenarioResult:
         meta = json.loads((folder / "result.json").read_text())
         return cls(Scenario.model_validate(meta["scenario"]), meta["topology"],
                    folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"],
-                   meta.get("front", ""))
+                   meta.get("front", ""), meta.get("monitored", False))
 
     def fault_spans(self) -> list[dict[str, Any]]:
         """{start, end, label} of each fault, for shading timelines."""
@@ -157,7 +183,8 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
         w["end"] = w["end"] if w["end"] is not None else scenario.duration_s
     (lab.run_dir / f"faults-{name}.json").write_text(json.dumps(spans, indent=2))
     return ScenarioResult(scenario, lab.topology.name, traffic.path, metrics_path, spans,
-                          "nginx" if lab.topology.nginx is not None else "")
+                          "nginx" if lab.topology.nginx is not None else "",
+                          lab.topology.prometheus is not None)
 
 
 def _undo(lab: Lab, app: faults.Applied, window: dict[str, Any], traffic: Traffic) -> None:
