@@ -33,3 +33,13 @@ def test_state_report_prints_every_reason_and_action_in_full():
     text = _run([(-0.4, "green"), (8.1, "yellow")], 14.0).state_report()
     assert "t-0.4s" in text and "t+8.1s" in text and "why yellow" in text
     assert all(action in text for action in ACTIONS.values())
+
+
+def test_first_page_resolved_looks_at_the_alert_that_paged_first():
+    run = _run([(0.0, "green")], 14.0)
+    notes = [(20.0, "firing", "Fast"), (35.0, "firing", "Slow"), (41.0, "resolved", "Fast")]
+    run.notifications = pd.DataFrame([{"received": t, "status": s, "alertname": a,
+                                       "severity": "page"} for t, s, a in notes])
+    assert run.first_page_resolved()
+    run.notifications = run.notifications.iloc[:2]
+    assert not run.first_page_resolved()

@@ -82,6 +82,16 @@ class IncidentRun:
         firing = p[p["status"] == "firing"]
         return float(firing["t"].min()) if len(firing) else None
 
+    def first_page_resolved(self) -> bool:
+        """The alert that paged first sent its resolution before the run's end."""
+        p = self.pages()
+        firing = p[p["status"] == "firing"].sort_values("t")
+        if firing.empty:
+            return False
+        first = firing.iloc[0]
+        return bool(((p["alertname"] == first["alertname"]) & (p["status"] == "resolved")
+                     & (p["t"] >= first["t"])).any())
+
     def budget_spent_at(self, t: float | None) -> float | None:
         """Fraction of the 30-day error budget the failed requests up to t had used. The
         lab's time is compressed: `time_scale_s` seconds stand for one hour, so 30 days are
