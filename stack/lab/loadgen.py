@@ -33,7 +33,8 @@ from typing import Any, Awaitable, Callable
 import uvloop
 
 from stack.analysis.fields import LATE_S
-from stack.lab.loadgen_http import ClosedError, ConnectError, HTTPError, Pool, Response
+from stack.lab.loadgen_http import (ClosedError, ConnectError, HTTPError, Pool, Response,
+                                    with_body)
 from stack.lab.traffic import STALE_CONNECTION_ATTEMPTS, RecordWriter, Transactions
 
 
@@ -43,11 +44,12 @@ _now = time.monotonic
 
 PROBE_CONNECTIONS = 8
 _JSON = {"Content-Type": "application/json"}
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per call
 
 
 def classify(exc: BaseException) -> str:
     """Map a client-side exception to an error kind."""
-    if isinstance(exc, TimeoutError):  # the request's own deadline (asyncio.timeout)
+    if isinstance(exc, TimeoutError):  # a deadline: the request's own is a CancelledError
         return "timeout"
     if isinstance(exc, ConnectError):  # refused, unreachable: never sent
         return "connect"
@@ -198,20 +200,24 @@ class Engine:
             def request() -> Awaitable[Response]:
                 return pool.send(message, head_only)
         elif self.cfg["idempotency_keys"]:
+            head = pool.head("POST", _JSON)
+
             def request() -> Awaitable[Response]:
-                return self._post_with_retries(pool)
+                key = b"Idempotency-Key: %s\r\n" % str(uuid.uuid4()).encode()
+                return self._post_with_retries(pool, with_body(head, self._body(), key))
         else:
+            head = pool.head("POST", _JSON)
+
             def request() -> Awaitable[Response]:
-                return pool.send(pool.message("POST", _JSON, self._body()))
+                return pool.send(with_body(head, self._body()))
 
         def launch(due: float) -> None:
             now = _now()
             if len(self.load_tasks) >= max_in_flight or now - due > self.timeout:
                 self._record("load", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
-            task = loop.create_task(self._send("load", due, self.timeout, request))
-            self.load_tasks.add(task)
-            task.add_done_callback(self.load_tasks.discard)
+            self.load_tasks.add(loop.create_task(
+                self._send("load", due, self.timeout, request, self.load_tasks)))
 
         return launch
 
@@ -227,16 +233,15 @@ class Engine:
             if now - due > self.probe_timeout:
                 self._record("probe", due, now, time.time(), 0.0, 0, "client_overload", "", "")
                 return
-            task = loop.create_task(self._send("probe", due, self.probe_timeout, request))
-            self.probe_tasks.add(task)
-            task.add_done_callback(self.probe_tasks.discard)
+            self.probe_tasks.add(loop.create_task(
+                self._send("probe", due, self.probe_timeout, request, self.probe_tasks)))
 
         return launch
 
     def _body(self) -> bytes:
-        return json.dumps(self.tx.next(), separators=(",", ":")).encode()
+        return _dumps(self.tx.next()).encode()
 
-    async def _post_with_retries(self, pool: Pool) -> Response:
+    async def _post_with_retries(self, pool: Pool, message: bytes) -> Response:
         """A POST /predict with an Idempotency-Key, re-sent when that is safe and useful.
 
         A keep-alive connection the server closed just as we sent (nginx workers quit on a
@@ -246,8 +251,6 @@ class Engine:
         as well, so a few attempts, all under the deadline. A 503 that says Retry-After (no
         database primary for a moment) is tried again after that wait, if the wait ends
         before the request's deadline."""
-        message = pool.message("POST", {**_JSON, "Idempotency-Key": str(uuid.uuid4())},
-                               self._body())
         deadline = _now() + self.timeout
         attempt = 1
         while True:
@@ -266,14 +269,19 @@ class Engine:
             await asyncio.sleep(wait)
 
     async def _send(self, kind: str, due: float, timeout: float,
-                    request: Callable[[], Awaitable[Response]]) -> None:
+                    request: Callable[[], Awaitable[Response]],
+                    tasks: set[asyncio.Task[None]]) -> None:
         """Send one request under an overall deadline (waiting for a connection slot counts)
-        and record its outcome."""
+        and record its outcome. The deadline cancels the request's task, as the drain's
+        force does: either is recorded as a timeout. (One timer, not asyncio.timeout's
+        context manager: at a low rate each wake-up's every step costs.)"""
+        task = asyncio.current_task()
+        assert task is not None
+        expire = asyncio.get_running_loop().call_later(timeout, task.cancel)
         sent, wall = _now(), time.time()
         status, error, backend, request_id = 0, "", "", ""
         try:
-            async with asyncio.timeout(timeout):
-                resp = await request()
+            resp = await request()
             status = resp.status
             backend = resp.headers.get("x-backend", "")
             if not 200 <= status < 300:
@@ -285,6 +293,9 @@ class Engine:
             raise
         except (TimeoutError, HTTPError, OSError) as exc:
             error = classify(exc)
+        finally:
+            expire.cancel()
+            tasks.discard(task)
         self._record(kind, due, sent, wall, _now() - sent, status, error, backend,
                      request_id)
 
@@ -328,7 +339,7 @@ def _request_id(data: bytes) -> str:
 
 
 def _emit(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.write(_dumps(message) + "\n")
     sys.stdout.flush()
 
 

@@ -65,6 +65,11 @@ class Response:
         self.status, self.headers, self.body = status, headers, body
 
 
+def with_body(head: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    """A request from its `Pool.head`, `extra` header lines (each ending in CRLF) and a body."""
+    return b"%s%sContent-Length: %d\r\n\r\n%s" % (head, extra, len(body), body)
+
+
 class _HeadEnd(Exception):
     """Raised from the parser's callback to end a response to HEAD at its head."""
 
@@ -227,10 +232,10 @@ class Pool:
         self._size = 0  # slots taken: connections open, or being opened
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
 
-    def message(self, method: str, headers: Mapping[str, str] | None = None,
-                body: bytes | None = None) -> bytes:
-        """A request's bytes: the request line, Host, User-Agent and Accept unless `headers`
-        give their own, `headers`, Content-Length when there is a body, then the body."""
+    def head(self, method: str, headers: Mapping[str, str] | None = None) -> bytes:
+        """A request's line and header lines: Host, User-Agent and Accept unless `headers`
+        give their own, then `headers`. Made once per kind of request; `with_body` or
+        `message` end it."""
         lines = [f"{method} {self.target} HTTP/1.1"]
         given = {name.lower() for name in headers} if headers else set()
         lines += [f"{k}: {v}" for key, (k, v) in self._default.items() if key not in given]
@@ -238,9 +243,17 @@ class Pool:
             if any(c in f"{name}{value}" for c in "\r\n"):
                 raise ValueError(f"header {name!r} holds a line break")
             lines.append(f"{name}: {value}")
-        if (body is not None or method in _BODY_METHODS) and "content-length" not in given:
-            lines.append(f"Content-Length: {len(body or b'')}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        return ("\r\n".join(lines) + "\r\n").encode("latin-1")
+
+    def message(self, method: str, headers: Mapping[str, str] | None = None,
+                body: bytes | None = None) -> bytes:
+        """A whole request's bytes: `head`, Content-Length when there is a body (or the
+        method takes one) and the caller gave none, then the body."""
+        head = self.head(method, headers)
+        if not any(name.lower() == "content-length" for name in headers or {}) and (
+                body is not None or method in _BODY_METHODS):
+            return with_body(head, body or b"")
+        return head + b"\r\n" + (body or b"")
 
     async def send(self, message: bytes, head_only: bool = False) -> Response:
         """Send a request's bytes (`message()`) on a pooled connection; its response."""
