@@ -356,31 +356,27 @@ def test_tuned_answers_trace_as_the_replica_would(make_nginx, backends):
 
 
 @pytest.mark.integration
-def test_all_replicas_failed_means_no_live_upstreams_for_fail_timeout(make_nginx, backends):
-    """nginx 1.22 behaviour the course should know: once every server of an upstream has
-    reached max_fails, nginx has no live upstream ('no live upstreams', its own 502) and asks
-    none of them until fail_timeout has passed, even if they have recovered meanwhile. (The
-    last server a request tries is not counted as failed: its 503 goes to the client as the
-    answer.) tuned answers that 502 as a JSON 503 with Retry-After, like a replica's own 503,
-    so that clients with an Idempotency-Key wait and retry."""
+def test_tuned_never_says_no_live_upstreams_when_every_replica_was_marked_failed(
+        make_nginx, backends):
+    """nginx 1.22: once every server of an upstream has reached max_fails, nginx has no live
+    upstream ('no live upstreams', its own 502) and asks none of them until fail_timeout has
+    passed, even if they have recovered meanwhile. tuned lists the same replicas again as
+    `backup` servers that are never marked failed: while every primary is marked, the backups
+    are asked, so a replica's own answer reaches the client and a recovered replica serves the
+    very next request. (nginx's own 502 would still become a JSON 503 with Retry-After.)"""
     nginx = make_nginx("tuned", fail_timeout_s=2)
     for b in backends:
         b.predict_status = 503  # e.g. the shared database is down: both replicas say 503
     responses = [_get(nginx.url + "/predict") for _ in range(3)]
     assert [r.status_code for r in responses] == [503, 503, 503]
-    for r in responses[1:]:
-        assert r.json()["error"] == "no_replica_available"
-        assert r.headers["retry-after"] == "1"
-        assert r.headers["content-type"] == "application/json"
     for b in backends:
         b.predict_status = 200  # recovered
         b.reset_counts()
     t0 = time.monotonic()
-    assert _get(nginx.url + "/predict").json()["error"] == "no_replica_available"
-    assert _poll(lambda: _get(nginx.url + "/predict").status_code, 200) == 200
-    assert 1.0 < time.monotonic() - t0 < 2 + 1.5  # nginx counts whole seconds: up to +1 s
-    assert sum(b.requests for b in backends) == 1  # nobody was asked meanwhile
-    assert "no live upstreams" in (nginx.dir / "error.log").read_text()
+    assert _get(nginx.url + "/predict").status_code == 200
+    assert time.monotonic() - t0 < 1.0, "no wait for fail_timeout"
+    assert sum(b.requests for b in backends) == 1
+    assert "no live upstreams" not in (nginx.dir / "error.log").read_text()
 
 
 @pytest.mark.integration

@@ -79,6 +79,11 @@ def _upstream(spec: NginxSpec, backends: list[tuple[str, int]], down: frozenset[
         lines.append(f"        zone {UPSTREAM} {spec.zone_kb}k;  # failure counts shared by "
                      "all workers")
     lines += _servers(backends, down, params)
+    if tuned:
+        lines += ["        # the same replicas again, never marked failed: used only while every one",
+                  "        # above is marked (a slow replica's timeouts and one slow answer from the",
+                  "        # other must not turn into 'no live upstreams' for everyone)",
+                  *_servers(backends, down, "max_fails=0 backup")]
     lines.append(f"        keepalive {spec.keepalive if tuned else PLAYBOOK['keepalive']};")
     if tuned:  # close idle upstream connections before the replicas do (API_KEEP_ALIVE_S)
         lines.append(f"        keepalive_timeout {_ms(spec.keepalive_timeout_s)};")

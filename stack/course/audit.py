@@ -72,7 +72,9 @@ def audit_lab(preset: str, run_dir: str | Path | None = None, *,
     """An AFTER lab with this nginx preset, torn down on leaving (also on error)."""
     if preset not in PRESETS:
         raise StackError(f"unknown nginx preset {preset!r}: use one of {', '.join(PRESETS)}")
-    topo = AFTER.with_changes(**{"name": f"after-{preset}", "nginx.preset": preset})
+    # no supervisor: each claim measures nginx against a replica that stays dead or frozen
+    topo = AFTER.with_changes(**{"name": f"after-{preset}", "nginx.preset": preset,
+                                 "supervise": False})
     with Lab(topo, run_dir, model_dir=model_dir) as lab:
         yield lab
 
