@@ -71,7 +71,7 @@ def test_tuned_renders_the_spec():
                  "proxy_next_upstream error timeout http_502 http_503 http_504;",
                  "proxy_next_upstream_tries 2;", "proxy_next_upstream_timeout 3000ms;",
                  "add_header X-Upstream $upstream_addr always;",
-                 "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;",
+                 "proxy_next_upstream error timeout http_502 http_503 http_504 http_500 non_idempotent;",
                  "upstream api_health {", "server 127.0.0.1:18002 max_fails=0;  # api2",
                  "proxy_pass http://api_health/readyz;",
                  "error_page 405 = @method_not_allowed;", "proxy_method OPTIONS;",

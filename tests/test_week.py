@@ -41,8 +41,9 @@ def run(failing: dict[tuple[float, float], str], duration: float = 100.0, rate: 
 
 
 def test_the_week_weighs_each_window_by_its_real_duration():
-    # a crash [10, 20): the first 5 s fail (half the window, grace 0); real 1 h
-    df = run({(10.0, 15.0): "connect"})
+    # a hang [10, 20): 5 s of it fail, up to just before its undo (half the window, grace
+    # 0): still failing when it ended, so charged for its real duration, 1 h
+    df = run({(14.0, 19.0): "connect"})
     wins = [Window("crash", "api1", 10.0, 20.0, 3600.0)]
     w = week_figures(df, wins, represents_s=WEEK, grace_s=0.0)
     assert w.replay_availability == pytest.approx(0.95)  # 50 of 1000
@@ -55,6 +56,33 @@ def test_the_week_weighs_each_window_by_its_real_duration():
     assert w.downtime_min_per_30d == pytest.approx(30.0 * 30 / 7)
     assert w.budget_min_per_week == pytest.approx(10.08)
     assert not w.meets() and w.meets(slo=0.99)
+
+
+def test_an_incident_that_healed_by_itself_counts_the_seconds_it_failed():
+    # a crash [10, 20) that a supervisor undid after 2 s: 20 failures at 10 req/s, real 1 h
+    df = run({(10.0, 12.0): "connect"})
+    wins = [Window("crash", "api1", 10.0, 20.0, 3600.0)]
+    w = week_figures(df, wins, represents_s=WEEK, grace_s=0.0)
+    row = w.incidents.loc[0]
+    assert bool(row["self_healed"]) and row["failed_share"] == pytest.approx(0.2)
+    assert row["week_downtime_min"] == pytest.approx(2.0 / 60)  # 2 s, not 12 min
+    assert w.availability == pytest.approx(1 - 2.0 / WEEK)
+    assert "2.0 s by itself" in w.table().loc["crash api1", "recovered"]
+
+
+@pytest.mark.parametrize("failing, healed", [
+    ({(10.0, 15.0): "connect"}, True),  # recovered at half the window, 5 s clean after it
+    ({(10.0, 15.1): "connect"}, False),  # past half the window: maybe not over yet
+    ({(10.0, 10.5): "connect", (17.0, 17.1): "connect"}, False),  # failed again late
+    ({(19.5, 20.0): "connect"}, False),  # failing at the undo
+])
+def test_self_healed_needs_the_first_half_and_clean_traffic_after_it(failing, healed):
+    df = run(failing)
+    wins = [Window("crash", "api1", 10.0, 20.0, 3600.0)]
+    row = week_figures(df, wins, represents_s=WEEK, grace_s=0.0).incidents.loc[0]
+    assert bool(row["self_healed"]) is healed
+    expected_s = row["failed_share"] * (10.0 if healed else 3600.0)
+    assert row["week_downtime_min"] == pytest.approx(expected_s / 60)
 
 
 def test_failures_outside_the_windows_count_over_the_rest_of_the_week():

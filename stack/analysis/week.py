@@ -12,12 +12,19 @@ and the share that failed outside every fault window. Over the week W:
              + failed share outside the windows * (W - the real durations' sum)
     week availability = 1 - downtime / W
 
-What this assumes: an incident's failed share in the replay is its failed share over its
-real duration. That holds for what lasts as long as the incident (a hung process nobody
-restarts, a slow query until the index is added); for a fixed-length recovery (a supervisor's
-one-second restart, a failover after the leader key's TTL) it is pessimistic, since the
-replay's window is much shorter than the real incident: those few seconds count once per
-window, stretched by real duration / window.
+An incident the lab recovered from by itself, with its fault still in force (a supervisor
+restarting a crashed process, Patroni restarting the primary's Postgres, nginx passing over a
+frozen replica), is counted otherwise: its failures stopped, so they last as long in the week
+as they lasted in the replay, not its real duration. It counts as
+
+    failed share in its window * the window's length   (the seconds of outage it made)
+
+"Recovered by itself": the incident's last failure came in the first half of its window, and
+at least SETTLE_S of clean traffic followed before the fault's undo. What still fails at the
+end of the window (a hung process nobody restarts, a slow query until the index is added,
+an error burst until the release is rolled back) is charged for its whole real duration. A
+self-healing that takes longer than half the replay's window is charged as if it never came:
+pessimistic, so replay such faults with windows long enough to see it.
 
 All functions here are pure: records frames (stack.analysis.fields) and fault windows
 ({"fault", "target", "start", "end"} dicts, as the scenario runner keeps them) in, numbers and
@@ -36,6 +43,7 @@ from stack.scenario import WEEK_S, format_real
 
 MINUTES_PER_WEEK = 7 * 24 * 60
 GRACE_S = 2.0  # what a fault leaves behind right after its undo still counts as its damage
+SETTLE_S = 1.0  # clean traffic before the undo that shows an incident healed by itself
 OUTSIDE = "outside every fault window"
 NO_PROMETHEUS = "no Prometheus in this run"
 
@@ -132,6 +140,17 @@ def time_to_recover(times: np.ndarray, ok: np.ndarray, start: float, until: floa
     return float(after.min() - start) if len(after) else None
 
 
+def self_healed(failed: int, recover_s: float | None, w: Window,
+                settle_s: float = SETTLE_S) -> bool:
+    """Whether an incident's failures stopped with its fault still in force: some failed, the
+    first success after the last failure came in the first half of the window, and at least
+    `settle_s` of the window followed it."""
+    if failed == 0 or recover_s is None:
+        return False
+    length = w.end - w.start
+    return recover_s <= length / 2 and length - recover_s >= settle_s
+
+
 def first_page(pages: Sequence[float], start: float, horizon: float) -> float | None:
     """Seconds from `start` to the first page that fired before `horizon`; None if none."""
     fired = [p for p in pages if start <= p < horizon]
@@ -139,7 +158,8 @@ def first_page(pages: Sequence[float], start: float, horizon: float) -> float | 
 
 
 INCIDENT_COLUMNS = ["fault", "target", "start_s", "end_s", "requests", "failed",
-                    "failed_share", "real_duration", "real_s", "week_downtime_min",
+                    "failed_share", "real_duration", "real_s", "self_healed",
+                    "week_downtime_min",
                     "detect_probe_s", "detect_page_s", "recover_s"]
 
 
@@ -165,11 +185,14 @@ def incident_table(records: pd.DataFrame, wins: Sequence[Window], *,
         detect = time_to_detect(pt, pok, w.start, until)
         page = first_page(pages, w.start, page_horizon) if pages is not None else None
         recover = time_to_recover(lt, lok, w.start, until)
+        healed = self_healed(bad, recover, w)
         rows.append({
             "fault": w.fault, "target": w.target, "start_s": round(w.start, 1),
             "end_s": round(w.end, 1), "requests": n, "failed": bad, "failed_share": share,
             "real_duration": format_real(w.real_s), "real_s": w.real_s,
-            "week_downtime_min": share * w.real_s / 60.0,
+            "self_healed": healed,
+            "week_downtime_min": share * (min(w.end - w.start, w.real_s) if healed
+                                          else w.real_s) / 60.0,
             "detect_probe_s": np.nan if detect is None else detect,
             "detect_page_s": np.nan if page is None else page,
             "recover_s": np.nan if recover is None else recover,
@@ -245,7 +268,8 @@ class WeekFigures:
             "detected by probe": secs(r.detect_probe_s, "not seen"),
             "paged": secs(r.detect_page_s, page_missing),
             "recovered": ("no failure" if r.failed == 0 and r.recover_s == 0
-                          else secs(r.recover_s, "not recovered")),
+                          else secs(r.recover_s, "not recovered")
+                          + (" by itself" if r.self_healed else "")),
         } for r in self.incidents.itertuples()]
         rows.append({
             "incident": "the rest of the week",
@@ -282,7 +306,7 @@ def week_figures(records: pd.DataFrame, wins: Sequence[Window], *,
     n_out, bad_out = int(outside.sum()), int((outside & ~lok).sum())
     rest = represents_s - real_total
     share_out = bad_out / n_out if n_out else 0.0
-    down_s = float((table["failed_share"] * table["real_s"]).sum()) + share_out * rest
+    down_s = float(table["week_downtime_min"].sum()) * 60.0 + share_out * rest
     return WeekFigures(replay_availability=availability(records, "load"),
                        availability=1.0 - down_s / represents_s, represents_s=represents_s,
                        incidents=table, outside_requests=n_out, outside_failed=bad_out,

@@ -48,6 +48,9 @@ PLAYBOOK = {
 NO_LIVE_RETRY_AFTER_S = 1
 # tuned: what may be retried on the next replica; POST only with an Idempotency-Key
 TUNED_NEXT_UPSTREAM = "error timeout http_502 http_503 http_504"
+# a keyed POST is also retried after a 500: the key makes the retry safe, and a replica
+# whose own state fails some of its requests is then passed over until it answers again
+KEYED_NEXT_UPSTREAM = f"{TUNED_NEXT_UPSTREAM} http_500 non_idempotent"
 
 # What the access log records per request: measurement only, it changes no behaviour.
 LOG_FORMAT = ("'$msec $remote_addr \"$request\" $status $body_bytes_sent rt=$request_time '\n"
@@ -180,7 +183,7 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "        location @predict_idempotent {",
         "            error_page 502 = @no_live_replica;",
         f"            proxy_pass {up};",
-        f"            proxy_next_upstream {TUNED_NEXT_UPSTREAM} non_idempotent;",
+        f"            proxy_next_upstream {KEYED_NEXT_UPSTREAM};",
         "        }",
         "",
         "        # healthy means: some replica says it is ready (every replica may be asked)",

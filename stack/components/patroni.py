@@ -89,6 +89,9 @@ def render_config(name: str, *, port: int, rest_port: int, etcd_address: str, da
                 "wal_sender_timeout": "5s",
                 "wal_receiver_timeout": "5s",
                 "wal_receiver_status_interval": "1s",
+                # a standby whose primary restarted asks again after 250 ms, not 5 s: the
+                # primary's commits wait for it (synchronous_mode) until it is back
+                "wal_retrieve_retry_interval": "250ms",
                 "logging_collector": "off",
                 "log_min_messages": "warning",
                 "log_line_prefix": "%m [%p] ",

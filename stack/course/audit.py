@@ -411,12 +411,13 @@ def table(results: list[AuditResult]) -> pd.DataFrame:
 
 # Why the tuned preset differs where it does; printed with the diff.
 TUNED_NOTES = (
-    "Why http_500 left proxy_next_upstream: a 500 is the application's own answer (a bug on a "
-    "code path, a model that failed to score), not a replica that failed. The other replica "
-    "runs the same code and model and fails the request the same way, at twice the cost; and "
-    "nginx counts each 500 it may retry toward max_fails, so a bug that fails one request in "
-    "ten would take healthy replicas out of the upstream. 502, 503 and 504 (no answer, "
-    "unavailable, too slow) are still retried.",
+    "Why http_500 left the general proxy_next_upstream: a 500 is the application's own "
+    "answer (a bug on a code path, a model that failed to score), not a replica that failed; "
+    "retrying every request after it doubles the cost of a bug both replicas share. Only a "
+    "POST with an Idempotency-Key is retried after a 500 (the key makes it safe): a replica "
+    "whose own state fails a share of its requests is passed over for fail_timeout, and the "
+    "same replicas listed again as `backup` keep serving if every one is passed over. 502, "
+    "503 and 504 (no answer, unavailable, too slow) are retried for every request.",
     "A POST is retried only with an Idempotency-Key (`non_idempotent` in the named location "
     "@predict_idempotent): the API stores each key's answer, so a retry cannot score twice.",
     "keepalive needs `proxy_http_version 1.1` and an empty Connection header; `zone` shares "
