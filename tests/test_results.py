@@ -92,8 +92,9 @@ def test_a_saved_result_gives_the_week_and_explains_its_failures(tmp_path):
     week = res.week()
     assert week.incidents["real_s"].tolist() == [1500.0, 7200.0]
     assert week.incidents.loc[0, "failed"] == 10  # of the 50 in [10, 15)
+    assert bool(week.incidents.loc[0, "self_healed"])  # 1 s of failures in a 5 s window
     assert week.availability == pytest.approx(
-        1 - (10 / 50 * 1500 + 1 / 300 * (7 * 86400 - 8700)) / (7 * 86400))
+        1 - (10 / 50 * 5 + 1 / 300 * (7 * 86400 - 8700)) / (7 * 86400))
     assert week.replay_availability == pytest.approx(389 / 400)
     explained = res.explain_failures()
     assert explained.to_dict("records") == [
