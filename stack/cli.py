@@ -72,8 +72,9 @@ def cmd_fault(args: argparse.Namespace) -> int:
         return 0
     lab = Lab.attach(args.run_dir)
     params = _params(args.param)
-    applied = faults.apply(lab, args.name, args.target, **params)
-    print(f"fault {args.name} on {args.target}: applied"
+    target = lab.resolve(args.target)
+    applied = faults.apply(lab, args.name, target, **params)
+    print(f"fault {args.name} on {target}: applied"
           + (f" for {args.seconds:g} s" if args.seconds else " (Ctrl-C undoes it)"))
     try:
         if args.seconds:
@@ -85,7 +86,7 @@ def cmd_fault(args: argparse.Namespace) -> int:
         pass
     finally:
         faults.undo(lab, applied)
-        print(f"fault {args.name} on {args.target}: undone")
+        print(f"fault {args.name} on {target}: undone")
     return 0
 
 

@@ -179,3 +179,18 @@ def test_stackctl_scenario_refuses_bad_input_in_one_line_before_any_lab(tmp_path
     assert cli.main(["scenario", str(path), "--topology", "after"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"field '{field}'" in err and str(path) in err
+
+
+@pytest.mark.parametrize("topology, front", [("before", "api"), ("after", "nginx")])
+def test_production_week_fits_every_topology_with_its_edge(topology, front):
+    """'edge' names what clients connect to: nginx in AFTER, the API itself in BEFORE."""
+    from stack.lab import faults
+    from stack.lab.lab import EDGE, component_kinds
+
+    kinds = component_kinds(topology)
+    assert kinds[EDGE] == front
+    scenario = load_scenario(SCENARIOS / "production_week.yaml", known_faults=faults.names(),
+                             components=kinds,
+                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+    assert [ev.fault for ev in scenario.events if ev.target == EDGE] == ["crash"]
+    assert scenario.events[-1].at + 8 <= scenario.duration_s  # the on-call restart fits

@@ -38,6 +38,7 @@ from stack.components.watchdog import MemoryWatchdog
 log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
+EDGE = "edge"  # a scenario's name for what clients connect to, whichever topology it runs on
 DEFAULT_STOP_ORDER = 5  # a state file's component without one stops last
 
 
@@ -408,15 +409,25 @@ class Lab:
         self.timings["down"] = time.monotonic() - t0
         return self.timings["down"]
 
-    def component(self, name: str) -> Any:
-        """A component by name ('api' means the first replica)."""
+    def resolve(self, name: str) -> str:
+        """A component's own name for a name a scenario may use: 'api' is the first replica;
+        'edge' is what clients connect to (nginx where there is one, else the first
+        replica). Other names are returned as given."""
+        if name == EDGE:
+            name = "nginx" if "nginx" in self.components else "api"
         if name == "api" and self.apis:
-            return self.apis[0]
+            return self.apis[0].name
+        return name
+
+    def component(self, name: str) -> Any:
+        """A component by name ('api' means the first replica, 'edge' what clients connect
+        to)."""
         try:
-            return self.components[name]
+            return self.components[self.resolve(name)]
         except KeyError:
             from stack.errors import UnknownName
-            raise UnknownName("component", name, list(self.components) + ["api"]) from None
+            raise UnknownName("component", name, list(self.components) + ["api", EDGE]
+                              ) from None
 
     def restart(self, name: str, *, wait: bool = True) -> float:
         """Stop a component if it still runs, start it again and wait until it is ready.
@@ -476,11 +487,14 @@ def read_state(run_dir: str | Path) -> dict:
 
 def component_kinds(topology: str | Path | Topology) -> dict[str, str]:
     """name -> kind of every component a lab of this topology runs ('api' names the first
-    replica), without starting anything: what a scenario's targets are checked against."""
+    replica, 'edge' what clients connect to), without starting anything: what a scenario's targets are checked against."""
     lab = Lab(topology, teardown_at_exit=False)
     kinds = {name: comp.kind for name, comp in lab._plan().items()}
     if "api1" in kinds:
         kinds["api"] = kinds["api1"]
+    front = kinds.get("nginx") or kinds.get("api")
+    if front:
+        kinds[EDGE] = front
     return kinds
 
 

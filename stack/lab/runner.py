@@ -165,13 +165,14 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
                     time.sleep(min(0.05, left))
                 ev = scenario.events[i]
                 if action == "apply":
-                    windows[i] = {"fault": ev.fault, "target": ev.target, "event": i,
+                    target = lab.resolve(ev.target)  # 'edge': nginx, or the one replica
+                    windows[i] = {"fault": ev.fault, "target": target, "event": i,
                                   "start": traffic.elapsed, "end": None, "error": ""}
                     try:
-                        applied[i] = faults.apply(lab, ev.fault, ev.target, **ev.params)
+                        applied[i] = faults.apply(lab, ev.fault, target, **ev.params)
                     except StackError as exc:
                         windows[i]["error"] = str(exc)
-                        log.warning("fault %s on %s failed: %s", ev.fault, ev.target, exc)
+                        log.warning("fault %s on %s failed: %s", ev.fault, target, exc)
                 elif i in applied:
                     _undo(lab, applied.pop(i), windows[i], traffic)
             traffic.wait()
