@@ -244,3 +244,19 @@ def test_bad_url_or_limit():
                 Pool(url, limit)
 
     run(main())
+
+
+def test_a_fresh_send_opens_a_new_connection_beside_the_idle_one():
+    async def main():
+        server, url, conns = await serve(await reply(OK))
+        pool = Pool(url, 1)
+        await pool.send(pool.message("GET"))  # one idle connection now
+        resp = await pool.send(pool.message("GET"), fresh=True)  # at the limit: the idle
+        await asyncio.sleep(0.05)  # one is closed to make room
+        opened = pool.connections
+        pool.close()
+        server.close()
+        await asyncio.sleep(0.05)
+        return resp.status, len(conns), opened
+
+    assert run(main()) == (200, 2, 1)

@@ -108,15 +108,19 @@ def verdicts_week1(result: ScenarioResult, damage: pd.DataFrame, slo: float = 0.
     week = result.week(slo=slo)
     hurt = damage[damage["failed_requests"] > 0]
     silent = damage[(damage["failed_requests"] > 0) & (damage["sentry_events"] == 0)]
-    outages = damage[damage["fault"].isin(["crash", "hang", "memory_leak", "bad_model"])]
+    kinds = {"crash", "hang", "memory_leak", "bad_model"}
+    outages = damage[damage["fault"].isin(kinds)]
     return [
-        analysis.verdict("baseline meets the 99.9% SLO", week.meets(),
-                         "" if week.meets() else
-                         "it does not: the flaky product misses it by far"),
+        # the week's expected finding, the one week 2 starts from; a FAIL if it did not hold
+        "finding: the baseline misses the 99.9% SLO over the week it stands for"
+        if not week.meets() else
+        analysis.verdict("the baseline misses the 99.9% SLO over the week", False,
+                         "it meets it: the faults did less harm than the course expects"),
         analysis.verdict("every fault in the week caused failed requests",
                          len(hurt) == len(damage), f"{len(hurt)} of {len(damage)} faults"),
         analysis.verdict("the uptime probe saw every outage of the API process",
-                         bool((outages["probe_down_s"] > 0).all()) and len(outages) == 4,
+                         bool((outages["probe_down_s"] > 0).all())
+                         and set(outages["fault"]) == kinds,
                          "crash, hang, memory leak, bad model"),
         analysis.verdict("a crashed or frozen process reports nothing to Sentry",
                          {"crash", "hang"} <= set(silent["fault"]),

@@ -255,9 +255,19 @@ class Pool:
             return with_body(head, body or b"")
         return head + b"\r\n" + (body or b"")
 
-    async def send(self, message: bytes, head_only: bool = False) -> Response:
-        """Send a request's bytes (`message()`) on a pooled connection; its response."""
-        conn = self._idle.pop() if self._idle else await self._acquire()
+    async def send(self, message: bytes, head_only: bool = False, fresh: bool = False
+                   ) -> Response:
+        """Send a request's bytes (`message()`) on a pooled connection; its response.
+
+        `fresh`: on a new connection, not an idle one (a re-send after an idle one closed
+        unanswered: the server may be closing the others it kept, as retiring nginx
+        workers do). At the limit, one idle connection is closed to make room."""
+        if fresh:
+            if self._idle and self._size >= self.limit:
+                self._idle.pop().close()  # its slot frees when it is lost
+            conn = await self._acquire()
+        else:
+            conn = self._idle.pop() if self._idle else await self._acquire()
         reply = conn.exchange(message, head_only)
         try:
             return await reply
