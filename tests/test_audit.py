@@ -149,7 +149,7 @@ def test_tuned_diff_shows_what_the_tuned_preset_changes_and_why():
     assert "--- nginx.conf (playbook)" in text and "+++ nginx.conf (tuned)" in text
     assert "-            proxy_next_upstream error timeout http_500 http_502 http_503;" in text
     assert "+        proxy_http_version 1.1;" in text
-    assert "Why http_500 left proxy_next_upstream" in text
+    assert "Why http_500 left the general proxy_next_upstream" in text
 
 
 def test_claims_per_preset():

@@ -43,6 +43,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / CLOCK_TICKS
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process itself, user and system, without its children's (a
+    supervisor whose children are measured on their own); 0 if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return sum(int(f) for f in fields[11:13]) / CLOCK_TICKS
+
+
 def group_cpu_seconds(pgid: int) -> float:
     """CPU seconds of a process group and of the descendants that left it."""
     members, descendants = group_and_descendants(pgid)
