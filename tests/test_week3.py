@@ -43,3 +43,20 @@ def test_first_page_resolved_looks_at_the_alert_that_paged_first():
     assert run.first_page_resolved()
     run.notifications = run.notifications.iloc[:2]
     assert not run.first_page_resolved()
+
+
+def test_first_fault_alone_reads_the_states_and_probes_until_the_next_fault():
+    states = pd.DataFrame([{"t": t, "color": c, "reasons": "", "action": ""}
+                           for t, c in [(-0.1, "green"), (8.1, "yellow"), (13.0, "red")]])
+    probes = [{"kind": "probe", "t": t / 2, "status": 200, "error": ""} for t in range(60)]
+    probes.append({"kind": "probe", "t": 14.0, "status": 0, "error": "timeout"})  # after
+    result = _Result(pd.DataFrame(probes))
+    result.faults = [{"fault": "error_rate", "start": 12.0, "end": 36.0},
+                     {"fault": "hang", "start": 6.0, "end": 36.0}]
+    run = IncidentRun(result, 0.0, 30.0, states, pd.DataFrame())
+    assert run.first_fault_alone() == ({"green", "yellow"}, 0)
+    result.records.loc[len(result.records)] = {"kind": "probe", "t": 9.0, "status": 0,
+                                               "error": "timeout"}
+    states.loc[len(states)] = {"t": 10.0, "color": "red", "reasons": "", "action": ""}
+    run = IncidentRun(result, 0.0, 30.0, states.sort_values("t"), pd.DataFrame())
+    assert run.first_fault_alone() == ({"green", "yellow", "red"}, 1)

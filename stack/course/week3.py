@@ -120,6 +120,24 @@ class IncidentRun:
         warned, failed = self.first_t(), self.first_failure_t()
         return warned is not None and (failed is None or warned < failed)
 
+    def first_fault_alone(self) -> tuple[set[str], int]:
+        """While the first fault alone was in force (from its start to the next fault's
+        start, or its own end): the health states seen, and the uptime probe's failures."""
+        wins = sorted(self.result.faults, key=lambda f: f["start"])
+        if not wins:
+            return set(), 0
+        start = wins[0]["start"]
+        end = wins[1]["start"] if len(wins) > 1 else (wins[0]["end"] or start)
+        st = self.states
+        before = st[st["t"] <= start]
+        colors = set(st[(st["t"] > start) & (st["t"] < end)]["color"])
+        if len(before):
+            colors.add(before.iloc[-1]["color"])
+        rec = self.result.records
+        probes = rec[(rec["kind"] == "probe") & (rec["t"] >= start) & (rec["t"] < end)]
+        failed = int(((probes["error"] != "") | (probes["status"] // 100 != 2)).sum())
+        return colors, failed
+
     def state_report(self) -> str:
         """Each change of the health state with its reasons, then what each state asks for,
         in full (a table would cut them)."""
