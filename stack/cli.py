@@ -72,8 +72,8 @@ def cmd_fault(args: argparse.Namespace) -> int:
         return 0
     lab = Lab.attach(args.run_dir)
     params = _params(args.param)
-    target = lab.resolve(args.target)
-    applied = faults.apply(lab, args.name, target, **params)
+    applied = faults.apply(lab, args.name, args.target, **params)
+    target = applied.target  # 'edge' and 'api' resolved to the component itself
     print(f"fault {args.name} on {target}: applied"
           + (f" for {args.seconds:g} s" if args.seconds else " (Ctrl-C undoes it)"))
     try:

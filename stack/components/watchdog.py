@@ -22,10 +22,8 @@ from stack.runtime.processes import ProcessRecord
 log = logging.getLogger(__name__)
 
 # How often the limit is checked. A leak of 3 MB per request on a replica taking 20 req/s
-# passes the limit by at most 30 MB before the kill; each tick costs about 2 ms of CPU.
+# passes the limit by at most 30 MB before the kill; a tick costs about 0.5 ms of CPU.
 INTERVAL_S = 0.5
-
-
 TREE_TTL_S = 5.0  # how long a group's list of processes is reused (a replica rarely forks)
 _TREES: dict[int, tuple[float, list[int]]] = {}
 

@@ -85,8 +85,10 @@ def names() -> list[str]:
 
 
 def apply(lab: "Lab", name: str, target: str = "api1", **params: Any) -> Applied:
-    """Apply a fault by name; returns what `undo` needs."""
+    """Apply a fault by name; returns what `undo` needs. The target may be an alias the lab
+    resolves ('api', 'edge'); the result names the component itself."""
     fault = get(name)
+    target = lab.resolve(target)
     merged = fault.check(lab, target, params)
     log.info("fault %s on %s %s", name, target, merged or "")
     applied = fault.apply(lab, target, merged)

@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
 EDGE = "edge"  # a scenario's name for what clients connect to, whichever topology it runs on
+
+
+def _edge(names: Any) -> str:
+    """What EDGE names among these components: nginx where there is one, else 'api'."""
+    return "nginx" if "nginx" in names else "api"
 DEFAULT_STOP_ORDER = 5  # a state file's component without one stops last
 
 
@@ -414,7 +419,7 @@ class Lab:
         'edge' is what clients connect to (nginx where there is one, else the first
         replica). Other names are returned as given."""
         if name == EDGE:
-            name = "nginx" if "nginx" in self.components else "api"
+            name = _edge(self.components)
         if name == "api" and self.apis:
             return self.apis[0].name
         return name
@@ -487,14 +492,14 @@ def read_state(run_dir: str | Path) -> dict:
 
 def component_kinds(topology: str | Path | Topology) -> dict[str, str]:
     """name -> kind of every component a lab of this topology runs ('api' names the first
-    replica, 'edge' what clients connect to), without starting anything: what a scenario's targets are checked against."""
+    replica, 'edge' what clients connect to), without starting anything: what a scenario's
+    targets are checked against."""
     lab = Lab(topology, teardown_at_exit=False)
     kinds = {name: comp.kind for name, comp in lab._plan().items()}
     if "api1" in kinds:
         kinds["api"] = kinds["api1"]
-    front = kinds.get("nginx") or kinds.get("api")
-    if front:
-        kinds[EDGE] = front
+    if _edge(kinds) in kinds:
+        kinds[EDGE] = kinds[_edge(kinds)]
     return kinds
 
 

@@ -249,9 +249,8 @@ class Engine:
         a closed socket. HTTP clients retry such a request on another connection; with an
         Idempotency-Key that is safe for a POST too. The other pooled connections may be
         closing as well, so each re-send opens a new one; a few attempts, all under the
-        deadline. A 503 that says Retry-After (no
-        database primary for a moment) is tried again after that wait, if the wait ends
-        before the request's deadline."""
+        deadline. A 503 that says Retry-After (no database primary for a moment) is tried
+        again after that wait, if the wait ends before the request's deadline."""
         deadline = _now() + self.timeout
         attempt = 1
         while True:

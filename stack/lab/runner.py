@@ -165,7 +165,7 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
                     time.sleep(min(0.05, left))
                 ev = scenario.events[i]
                 if action == "apply":
-                    target = lab.resolve(ev.target)  # 'edge': nginx, or the one replica
+                    target = lab.resolve(ev.target)  # its window names the component
                     windows[i] = {"fault": ev.fault, "target": target, "event": i,
                                   "start": traffic.elapsed, "end": None, "error": ""}
                     try:
