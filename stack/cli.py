@@ -127,6 +127,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
               f"Idempotency-Keys {'on' if keys else 'off'}")
         result = run_scenario(lab, scenario, idempotency_keys=keys)
         s = result.summary()
+    for note in result.stretched:
+        print(f"window lengthened: {note}")
     week = result.week()  # no Prometheus runs here: no page times
     print(f"availability over the week it stands for: {week.headline()}")
     print(f"availability in the replay: {s['availability']:.3%} of {s['requests']} requests "

@@ -151,6 +151,37 @@ class Scenario(_Strict):
         data["on_call_response_s"] *= factor
         return Scenario.model_validate(data)
 
+    def stretched(self, min_windows: dict[int, float]) -> tuple["Scenario", list[str]]:
+        """The same scenario with each listed event's window lengthened to at least its
+        minimum (seconds), and every later event and the end moved back by as much, so that
+        the faults keep their order and their gaps. Returns it and one line per change.
+
+        A replay compresses a week; a window shorter than the lab needs to heal by itself
+        (Patroni's failover after a lost machine takes its leader key's TTL) would show an
+        outage the real week does not have."""
+        data = self.model_dump()
+        events = data["events"]
+        notes = []
+        for i in sorted(min_windows):
+            ev = events[i]
+            end = ev["at"] + (ev["duration"] if ev["duration"] is not None
+                              else data["on_call_response_s"])
+            window = min(end, data["duration_s"]) - ev["at"]
+            want = float(min_windows[i])
+            if window >= want:
+                continue
+            shift = max(0.0, ev["at"] + want - min(end, data["duration_s"]))
+            for later in events:
+                if later is not ev and later["at"] >= end - 1e-9:
+                    later["at"] += shift
+            data["duration_s"] += shift
+            ev["duration"] = want
+            notes.append(f"{ev['fault']} {ev['target']} at {ev['at']:g} s: its window "
+                         f"lengthened from {window:.1f} s to {want:.1f} s, long enough to "
+                         f"see the lab heal by itself; what follows starts {shift:.1f} s "
+                         "later")
+        return Scenario.model_validate(data), notes
+
     def at_rate(self, rate: float | None) -> "Scenario":
         """The same scenario under another request rate (None: the file's own)."""
         if rate is None:

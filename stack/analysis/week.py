@@ -24,7 +24,8 @@ at least SETTLE_S of clean traffic followed before the fault's undo. What still 
 end of the window (a hung process nobody restarts, a slow query until the index is added,
 an error burst until the release is rolled back) is charged for its whole real duration. A
 self-healing that takes longer than half the replay's window is charged as if it never came:
-pessimistic, so replay such faults with windows long enough to see it.
+pessimistic, so the scenario runner lengthens a window the lab needs longer to heal in
+(stack.lab.runner.heal_windows: a lost Patroni primary, a supervised crash).
 
 All functions here are pure: records frames (stack.analysis.fields) and fault windows
 ({"fault", "target", "start", "end"} dicts, as the scenario runner keeps them) in, numbers and

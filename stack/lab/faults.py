@@ -19,12 +19,15 @@ import httpx
 import psycopg
 
 from stack.errors import ConfigError, StackError, UnknownName
+from stack.components import patroni
 from stack.components.postgres import BATCH_ROLE
 
 if TYPE_CHECKING:
     from stack.lab.lab import Lab
 
 log = logging.getLogger(__name__)
+
+CRASH_HEAL_WINDOW_S = 3.0  # a supervised process is back within about 1 s: fail, restart, settle
 
 
 @dataclass
@@ -60,6 +63,12 @@ class Fault:
 
     def apply(self, lab: "Lab", target: str, params: dict[str, Any]) -> Applied:
         raise NotImplementedError
+
+    def heal_window_s(self, lab: "Lab", target: str) -> float:
+        """The shortest replay window in which this lab can show that it heals this fault
+        by itself (0: it does not, or at once): its healing in the first half, then clean
+        traffic (stack.analysis.week's rule). A scenario runner lengthens shorter windows."""
+        return 0.0
 
     def undo(self, lab: "Lab", applied: Applied) -> None:
         raise NotImplementedError
@@ -157,6 +166,12 @@ class Crash(Fault):
             return
         _restart_if_down(lab, applied.target)
 
+    def heal_window_s(self, lab, target):
+        comp = lab.component(target)
+        if comp.kind == "patroni" or getattr(comp, "supervisor", None) is not None:
+            return CRASH_HEAL_WINDOW_S  # back within a supervisor's 1 s loop, or Patroni's
+        return 0.0
+
 
 @register
 class NodeLoss(Fault):
@@ -172,6 +187,12 @@ class NodeLoss(Fault):
 
     def undo(self, lab, applied):
         _wait_node(lab, applied.target)  # its agent is gone: started again, then waited for
+
+    def heal_window_s(self, lab, target):
+        # a lost primary's leader key lives out its TTL, the standby sees it gone on its next
+        # loop and promotes (operations retried up to retry_timeout on the way): twice that,
+        # so the failover falls in the window's first half, and a second of clean traffic
+        return 2 * (patroni.TTL_S + 2 * patroni.LOOP_WAIT_S + patroni.RETRY_TIMEOUT_S) + 2.0
 
 
 @register

@@ -36,6 +36,7 @@ class ScenarioResult:
     faults: list[dict[str, Any]] = field(default_factory=list)
     front: str = ""  # the component in front of the replicas ("nginx"), "" for none
     monitored: bool = False  # Prometheus and Alertmanager ran: pages were sent to a webhook
+    stretched: list[str] = field(default_factory=list)  # windows lengthened to show healing
 
     @property
     def records(self) -> pd.DataFrame:
@@ -107,7 +108,8 @@ class ScenarioResult:
             (folder / "webhook").mkdir(exist_ok=True)
             shutil.copy2(pages, folder / "webhook" / NOTIFICATIONS)
         meta = {"scenario": self.scenario.model_dump(), "topology": self.topology,
-                "faults": self.faults, "front": self.front, "monitored": self.monitored}
+                "faults": self.faults, "front": self.front, "monitored": self.monitored,
+                "stretched": self.stretched}
         (folder / "result.json").write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -117,7 +119,8 @@ class ScenarioResult:
         meta = json.loads((folder / "result.json").read_text())
         return cls(Scenario.model_validate(meta["scenario"]), meta["topology"],
                    folder / "records.jsonl", folder / "metrics.jsonl", meta["faults"],
-                   meta.get("front", ""), meta.get("monitored", False))
+                   meta.get("front", ""), meta.get("monitored", False),
+                   meta.get("stretched", []))
 
     def fault_spans(self) -> list[dict[str, Any]]:
         """{start, end, label} of each fault, for shading timelines."""
@@ -145,6 +148,9 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
     for i, ev in enumerate(scenario.events):
         faults.get(ev.fault)  # unknown names fail before any traffic starts
         lab.component(ev.target)
+    scenario, stretched = heal_windows(lab, scenario)
+    for note in stretched:
+        log.info("%s", note)
     name = name or f"{scenario.name}-{lab.topology.name}"
     spec = scenario.traffic
     traffic = Traffic(lab.public_url, lab.run_dir, rate=rate or spec.rate,
@@ -162,6 +168,12 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
         try:
             for at, _, action, i in _actions(scenario):
                 while (left := at - traffic.elapsed) > 0:  # read the clock once a turn
+                    if traffic.finished:  # its clock stopped at its end, or earlier
+                        if at >= scenario.duration_s - 0.01:  # an undo at the very end
+                            break
+                        traffic.wait()  # a failed client says why
+                        raise StackError(f"the load client ended at t={traffic.elapsed:.1f} s, "
+                                         f"before the scenario's {at:.1f} s")
                     time.sleep(min(0.05, left))
                 ev = scenario.events[i]
                 if action == "apply":
@@ -185,7 +197,19 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
     (lab.run_dir / f"faults-{name}.json").write_text(json.dumps(spans, indent=2))
     return ScenarioResult(scenario, lab.topology.name, traffic.path, metrics_path, spans,
                           "nginx" if lab.topology.nginx is not None else "",
-                          lab.topology.prometheus is not None)
+                          lab.topology.prometheus is not None, stretched)
+
+
+def heal_windows(lab: Lab, scenario: Scenario) -> tuple[Scenario, list[str]]:
+    """`scenario` with every window the lab needs to show itself healing lengthened to that
+    (a lost Patroni primary: its failover; a supervised crash: the restart), and what was
+    changed. On a lab that heals nothing by itself (BEFORE) it is returned as it is."""
+    needs = {}
+    for i, ev in enumerate(scenario.events):
+        need = faults.get(ev.fault).heal_window_s(lab, lab.resolve(ev.target))
+        if need > 0:
+            needs[i] = need
+    return scenario.stretched(needs) if needs else (scenario, [])
 
 
 def _undo(lab: Lab, app: faults.Applied, window: dict[str, Any], traffic: Traffic) -> None:

@@ -249,6 +249,11 @@ class Traffic:
                  self.probe_url, self.probe_interval, self.path, self._proc.pid)
         return self
 
+    @property
+    def finished(self) -> bool:
+        """The client's process has ended (its run done, stopped, or failed)."""
+        return self._reader is not None and not self._reader.is_alive()
+
     def wait(self, timeout: float | None = None) -> TrafficResult:
         """Wait for the run to end; raises StackError if the client's process failed."""
         if self._proc is None or self._reader is None:
