@@ -1,6 +1,7 @@
 """The AFTER lab's process supervisor (supervisord): a crashed process is started again with no
-human, a stop the lab asks for is not a crash, the memory limit follows the restarted process,
-and `stackctl down` ends a supervised lab whose creator died."""
+human, a hung nginx is restarted by its liveness check, a stop the lab asks for is not a crash,
+the memory limit follows the restarted process, and `stackctl down` ends a supervised lab whose
+creator died."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack.components.supervisor import program_ini
+from stack.components.supervisor import liveness_ini, program_ini
 from stack.lab import faults
 from stack.lab.lab import Lab, read_state
 from stack.topology import AFTER, BEFORE
@@ -21,8 +22,9 @@ from stack.runtime.processes import ProcessRecord
 
 TXN = {"customer_id": 7, "amount": 42.5, "merchant_category": "grocery", "country": "US",
        "hour": 14, "is_online": False}
-# the smallest supervised lab: one replica and Postgres, under supervisord
-SUPERVISED = BEFORE.model_copy(update={"name": "supervised", "supervise": True})
+# the smallest supervised lab: one replica and Postgres, nginx in front, under supervisord
+SUPERVISED = BEFORE.model_copy(update={"name": "supervised", "supervise": True,
+                                       "nginx": AFTER.nginx})
 
 
 def test_after_is_supervised_and_before_is_not():
@@ -40,6 +42,14 @@ def test_program_section_escapes_and_keeps_only_the_changed_environment(monkeypa
     assert "autorestart=true" in ini and "killasgroup=true" in ini
     assert 'environment=STACK_API_SETTINGS="/tmp/run/api1/s.json"' in ini
     assert "HOME=" not in ini
+
+
+def test_liveness_section_restarts_its_program_when_the_url_stops_answering():
+    ini = liveness_ini("nginx", "http://127.0.0.1:9/nginx_status", Path("/tmp/run/liveness.log"),
+                       username="lab", password="p%w")
+    assert ini.startswith("[eventlistener:nginx-liveness]") and "events=TICK_5" in ini
+    assert "-m superlance.httpok -p nginx -t 2 -E" in ini and "http://127.0.0.1:9/nginx_status" in ini
+    assert 'SUPERVISOR_PASSWORD="p%%w"' in ini  # supervisord would expand a bare %
 
 
 
@@ -72,6 +82,22 @@ def test_a_crashed_replica_is_back_with_no_human(lab: Lab):
     assert httpx.post(lab.public_url + "/predict", json=TXN, timeout=10).status_code == 200
     rows = {r["component"]: r for r in lab.status()}
     assert rows["api1"]["pid"] == api.proc.record.pid and rows["api1"]["ready"]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_hung_nginx_is_restarted_by_its_liveness_check(lab: Lab):
+    nginx = lab.component("nginx")
+    old = nginx.proc.record.pid
+    applied = faults.apply(lab, "hang", "nginx")
+    try:
+        # the next tick (5 s), the check's 2 s timeout, the stop's wait before the kill, start
+        back = _wait(lambda: nginx.proc.record.pid != old and nginx.ready(), 15)
+    finally:
+        faults.undo(lab, applied)  # SIGCONT: to the new process, which runs already
+    assert httpx.post(lab.public_url + "/predict", json=TXN, timeout=10).status_code == 200
+    assert "nginx is in RUNNING state, restarting" in (nginx.dir / "liveness.log").read_text()
+    print(f"a hung nginx back in {back:.1f} s")
 
 
 @pytest.mark.integration

@@ -50,6 +50,10 @@ class Component:
         # one: it then starts, restarts after a crash, and stops this component's process
         self.supervisor: Any = None
 
+    # a URL that answers 200 while the process works: under a supervisor, a process that
+    # stops answering it is restarted (a hang no exit status shows); None: no such check
+    liveness_url: str | None = None
+
     # -- what each component writes ----------------------------------------------------------
     @property
     def address(self) -> str:
@@ -93,8 +97,10 @@ class Component:
         self.prepare()
         # 3. launch it in its own process group, its log in its folder
         make = self.supervisor.program if self.supervisor is not None else ManagedProcess
+        live = ({"liveness_url": self.liveness_url}
+                if self.supervisor is not None and self.liveness_url else {})
         self.proc = make(self.name, self.argv(), self.log_path, stop_signal=self.stop_signal,
-                         stop_timeout=self.stop_timeout_s, **self.launch_options())
+                         stop_timeout=self.stop_timeout_s, **live, **self.launch_options())
         self.proc.start()
         return self.proc
 

@@ -45,6 +45,10 @@ PLAYBOOK = {
     "connect_timeout": "2s", "send_timeout": "10s", "read_timeout": "10s",
 }
 # tuned: what a client is told to wait when no replica is live (nginx's own 502 becomes 503)
+# A stop (SIGQUIT) lets in-flight requests finish for this long, then the group is killed: the
+# lab stops nginx only once its traffic has ended, and the liveness check's restart of a hung
+# nginx (whose SIGQUIT waits forever) is back a second later.
+NGINX_STOP_TIMEOUT_S = 1.0
 NO_LIVE_RETRY_AFTER_S = 1
 # tuned: what may be retried on the next replica; POST only with an Idempotency-Key
 TUNED_NEXT_UPSTREAM = "error timeout http_502 http_503 http_504"
@@ -290,7 +294,7 @@ class NginxServer(Component):
         if len(set(names)) != len(names):
             raise ValueError(f"backend names must be unique, got {names}")
         super().__init__(name, run_dir, port, start_deadline_s=spec.start_deadline_s,
-                         stop_timeout_s=spec.shutdown_timeout_s + 2)
+                         stop_timeout_s=NGINX_STOP_TIMEOUT_S)
         self.status_port = status_port
         self.backends = list(backends)
         self.spec = spec
@@ -306,6 +310,12 @@ class NginxServer(Component):
     @property
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.status_port}"
+
+    @property
+    def liveness_url(self) -> str:
+        """nginx's own status page: it answers while the master and a worker do, whatever
+        the replicas behind it are doing (a hung nginx is restarted, a sick replica is not)."""
+        return self.status_url + STATUS_PATH
 
     @property
     def conf_path(self) -> Path:

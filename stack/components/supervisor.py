@@ -95,17 +95,55 @@ def program_ini(name: str, argv: list[str], log_path: Path, *, env: dict[str, st
     return "\n".join(lines) + "\n"
 
 
+# A liveness check, as a Kubernetes livenessProbe: superlance's httpok (the Supervisor project's
+# event listener) GETs a URL on supervisord's TICK_5 and restarts the program when it does not
+# answer 200 within LIVENESS_TIMEOUT_S. A crash is the supervisor's own job; this is for a
+# process that runs but answers nothing (a hang), which no exit status reveals.
+LIVENESS_TICK_S = 5
+LIVENESS_TIMEOUT_S = 2
+
+
+def liveness_name(program: str) -> str:
+    return f"{program}-liveness"
+
+
+def liveness_ini(program: str, url: str, log_path: Path, *, username: str,
+                 password: str) -> str:
+    """The `[eventlistener:<program>-liveness]` section that restarts `program` when `url`
+    stops answering (only while it is RUNNING: a program the lab stopped is left alone)."""
+    argv = [sys.executable, "-m", "superlance.httpok", "-p", program,
+            "-t", str(LIVENESS_TIMEOUT_S), "-E", "-n", liveness_name(program), url]
+    env = f'SUPERVISOR_USERNAME="{_escape(username)}",SUPERVISOR_PASSWORD="{_escape(password)}"'
+    return "\n".join([f"[eventlistener:{liveness_name(program)}]",
+                      f"command={_escape(shlex.join(argv))}",
+                      f"events=TICK_{LIVENESS_TICK_S}",
+                      "autostart=true",
+                      "autorestart=true",
+                      f"environment={env}",
+                      f"stderr_logfile={_escape(str(log_path))}",
+                      "stderr_logfile_maxbytes=0",
+                      "stderr_logfile_backups=0"]) + "\n"
+
+
+def _credentials(url: str) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.username or "", parts.password or ""
+
+
 class SupervisedProcess(ManagedProcess):
     """A lab process that supervisord starts, restarts when it dies, and stops when asked."""
 
     supervised = True
 
     def __init__(self, url: str, programs_dir: Path, name: str, argv: list[str],
-                 log_path: str | Path, **kw: Any):
+                 log_path: str | Path, *, liveness_url: str | None = None, **kw: Any):
         self._record: ProcessRecord | None = None
         super().__init__(name, argv, log_path, **kw)
         self.url = url
         self.programs_dir = Path(programs_dir)
+        self.liveness_url = liveness_url  # restarted when it stops answering (httpok)
 
     # -- the live process, asked from supervisord when the recorded one has gone -----------
     @property
@@ -147,20 +185,28 @@ class SupervisedProcess(ManagedProcess):
         ini = program_ini(self.name, self.argv, self.log_path, env=self.env, cwd=self.cwd,
                           user=self.user, stop_signal=self.stop_signal,
                           stop_timeout=self.stop_timeout)
+        groups = [self.name]
+        if self.liveness_url:
+            ini += "\n" + liveness_ini(self.name, self.liveness_url,
+                                       self.log_path.with_name("liveness.log"),
+                                       username=_credentials(self.url)[0],
+                                       password=_credentials(self.url)[1])
+            groups.append(liveness_name(self.name))
         path = self.programs_dir / f"{self.name}.ini"
         server = rpc(self.url)
         try:
             if not path.exists() or path.read_text() != ini:
                 path.write_text(ini)
                 added, changed, _removed = server.reloadConfig()[0]
-                if self.name in changed:
-                    try:
-                        server.stopProcess(self.name, True)
-                    except xmlrpc.client.Fault:
-                        pass  # not running
-                    server.removeProcessGroup(self.name)
-                if self.name in added or self.name in changed:
-                    server.addProcessGroup(self.name)
+                for group in groups:
+                    if group in changed:
+                        try:
+                            server.stopProcessGroup(group, True)
+                        except xmlrpc.client.Fault:
+                            pass  # not running
+                        server.removeProcessGroup(group)
+                    if group in added or group in changed:
+                        server.addProcessGroup(group)  # a listener starts with its group
             server.startProcess(self.name, False)
         except (OSError, xmlrpc.client.Error) as exc:
             raise ComponentFailed(self.name, f"its supervisor could not start it: {exc}",

@@ -20,6 +20,7 @@ import psycopg
 
 from stack.errors import ConfigError, StackError, UnknownName
 from stack.components import patroni
+from stack.components.supervisor import LIVENESS_TICK_S, LIVENESS_TIMEOUT_S
 from stack.components.postgres import BATCH_ROLE
 
 if TYPE_CHECKING:
@@ -27,7 +28,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CRASH_HEAL_WINDOW_S = 3.0  # a supervised process is back within about 1 s: fail, restart, settle
+# The shortest windows that can show the lab healing by itself (stack.analysis.week's rule:
+# healed in the window's first half, then clean traffic); a scenario runner lengthens shorter
+# ones. A supervised crash: back within the supervisor's 1 s loop.
+CRASH_HEAL_WINDOW_S = 3.0
+# A lost or hung Patroni primary: its leader key lives out its TTL, the standby sees it gone on
+# its next loop and promotes (operations retried up to retry_timeout on the way); twice that,
+# and two seconds of clean traffic.
+FAILOVER_HEAL_WINDOW_S = 2 * (patroni.TTL_S + 2 * patroni.LOOP_WAIT_S
+                              + patroni.RETRY_TIMEOUT_S) + 2.0
+
+
+def liveness_heal_window_s(stop_timeout_s: float) -> float:
+    """A hung process with a liveness check: the next tick, the check's timeout, the stop's
+    wait before the kill, two seconds to start (measured: 1 s); twice that, and two seconds."""
+    return 2 * (LIVENESS_TICK_S + LIVENESS_TIMEOUT_S + stop_timeout_s + 2.0) + 2.0
 
 
 @dataclass
@@ -189,10 +204,7 @@ class NodeLoss(Fault):
         _wait_node(lab, applied.target)  # its agent is gone: started again, then waited for
 
     def heal_window_s(self, lab, target):
-        # a lost primary's leader key lives out its TTL, the standby sees it gone on its next
-        # loop and promotes (operations retried up to retry_timeout on the way): twice that,
-        # so the failover falls in the window's first half, and a second of clean traffic
-        return 2 * (patroni.TTL_S + 2 * patroni.LOOP_WAIT_S + patroni.RETRY_TIMEOUT_S) + 2.0
+        return FAILOVER_HEAL_WINDOW_S
 
 
 @register
@@ -218,6 +230,14 @@ class Hang(Fault):
             applied.state["postmaster"].resume()
             return
         lab.component(applied.target).proc.resume()
+
+    def heal_window_s(self, lab, target):
+        comp = lab.component(target)
+        if comp.kind == "patroni":  # its agent stops renewing the leader key: a failover
+            return FAILOVER_HEAL_WINDOW_S
+        if comp.supervisor is not None and comp.liveness_url:  # restarted by its liveness check
+            return liveness_heal_window_s(comp.stop_timeout_s)
+        return 0.0
 
 
 @register
