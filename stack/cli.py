@@ -113,9 +113,8 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
     topology = load_topology(args.topology)
     # every event's fault and target are checked against this topology before a lab starts
-    scenario = load_scenario(args.file, known_faults=faults.names(),
-                             components=component_kinds(topology),
-                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+    scenario = load_scenario(args.file, components=component_kinds(topology),
+                             **faults.scenario_checks())
     if args.time_scale != 1.0:
         scenario = scenario.scaled(args.time_scale)
     # as the notebooks do: with nginx in front, POSTs carry an Idempotency-Key, which lets

@@ -22,6 +22,7 @@ class ConfigError(StackError, ValueError):
         prefix = (", ".join(where) + ": ") if where else ""
         super().__init__(prefix + message)
         self.field, self.line, self.source = field, line, source
+        self.message = message  # without the place
 
 
 class MissingBinary(StackError):

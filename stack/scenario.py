@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -211,12 +211,15 @@ def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
 
 def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] | None = None,
                    components: Mapping[str, str] | None = None,
-                   fault_targets: Mapping[str, Sequence[str]] | None = None) -> Scenario:
+                   fault_targets: Mapping[str, Sequence[str]] | None = None,
+                   fault_params: Mapping[str, Callable[[dict], Any]] | None = None
+                   ) -> Scenario:
     """Validate scenario YAML; a ConfigError names the file, the line and the field.
 
     With `components` (name -> kind, of the topology it will run on) and `fault_targets`
-    (fault -> the kinds it applies to), every event's target is checked too, before any lab
-    starts."""
+    (fault -> the kinds it applies to), every event's target is checked too, and with
+    `fault_params` (fault -> a check that raises ConfigError with field 'params.<name>'), its
+    parameters: all before any lab starts."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -262,16 +265,30 @@ def parse_scenario(text: str, source: str = "scenario", known_faults: list[str] 
             if allowed is not None and kind not in allowed:
                 raise ConfigError(f"fault '{ev.fault}' applies to {', '.join(allowed)} "
                                   f"components, not {ev.target} ({kind})", **where)
+    for i, ev in enumerate(scenario.events):
+        check = (fault_params or {}).get(ev.fault)
+        if check is None:
+            continue
+        try:
+            check(ev.params)
+        except ConfigError as exc:
+            path = tuple((exc.field or "params").split("."))
+            raise ConfigError(exc.message, field=".".join(
+                ("events", str(i)) + path), line=_line_of(node, ("events", i) + path),
+                source=source) from None
     return scenario
 
 
 def load_scenario(path: str | Path, known_faults: list[str] | None = None,
                   components: Mapping[str, str] | None = None,
-                  fault_targets: Mapping[str, Sequence[str]] | None = None) -> Scenario:
+                  fault_targets: Mapping[str, Sequence[str]] | None = None,
+                  fault_params: Mapping[str, Callable[[dict], Any]] | None = None
+                  ) -> Scenario:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read scenario file: {exc.strerror}", source=str(path)) from None
     return parse_scenario(text, source=str(path), known_faults=known_faults,
-                          components=components, fault_targets=fault_targets)
+                          components=components, fault_targets=fault_targets,
+                          fault_params=fault_params)

@@ -68,13 +68,39 @@ def test_targets_are_checked_against_the_topology_before_anything_starts(target,
     assert kinds["standby"] == "patroni" and kinds["api"] == "api"
     with pytest.raises(ConfigError) as err:
         parse_scenario(TARGETS.format(target=target), source="week.yaml",
-                       known_faults=faults.names(), components=kinds,
-                       fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+                       components=kinds, **faults.scenario_checks())
     assert words in str(err.value)
     assert "week.yaml, line 9, field 'events.1.target'" in str(err.value)
-    ok = parse_scenario(TARGETS.format(target="standby"), known_faults=faults.names(),
-                        components=kinds)
+    ok = parse_scenario(TARGETS.format(target="standby"), components=kinds)
     assert ok.events[1].target == "standby"
+
+
+PARAMS = """name: params
+duration_s: 30
+events:
+  - at: 2
+    fault: {fault}
+    target: api1
+    params:
+      {param}
+"""
+
+
+@pytest.mark.parametrize("fault, param, field, words", [
+    ("bad_model", "kind: shuffled", "events.0.params.kind",
+     "'shuffled' is not one of: truncated, garbage"),
+    ("error_rate", "rate: 1.5", "events.0.params.rate", "1.5 is outside 0..1"),
+    ("slow_db", "delay_ms: slow", "events.0.params.delay_ms", "not a number: 'slow'"),
+    ("memory_leak", "mb: 3", "events.0.params.mb", "fault 'memory_leak' has no parameter 'mb'; it takes: "
+     "mb_per_request"),
+])
+def test_fault_parameters_are_checked_before_anything_starts(fault, param, field, words):
+    from stack.lab import faults
+
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(PARAMS.format(fault=fault, param=param), source="p.yaml",
+                       **faults.scenario_checks())
+    assert f"p.yaml, line 8, field '{field}': {words}" == str(err.value)
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
@@ -94,9 +120,8 @@ def test_the_other_weeks_fit_the_after_topology(name, hits):
     from stack.lab import faults
     from stack.lab.lab import component_kinds
 
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml", known_faults=faults.names(),
-                             components=component_kinds("after"),
-                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml", components=component_kinds("after"),
+                             **faults.scenario_checks())
     assert hits <= {ev.target for ev in scenario.events}
 
 
@@ -193,9 +218,8 @@ def test_production_week_fits_every_topology_with_its_edge(topology, front):
 
     kinds = component_kinds(topology)
     assert kinds[EDGE] == front
-    scenario = load_scenario(SCENARIOS / "production_week.yaml", known_faults=faults.names(),
-                             components=kinds,
-                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()})
+    scenario = load_scenario(SCENARIOS / "production_week.yaml", components=kinds,
+                             **faults.scenario_checks())
     assert [ev.fault for ev in scenario.events if ev.target == EDGE] == ["crash"]
     assert scenario.events[-1].at + 8 <= scenario.duration_s  # the on-call restart fits
 

@@ -26,10 +26,8 @@ CI_TIME_SCALE = 0.6  # the notebooks' CI parameter: a 100 s week replays in 60 s
 @pytest.mark.parametrize("name", ["week_b", "week_c", "week_d"])
 def test_after_keeps_the_slo_over_a_week_it_never_rehearsed(name, runs_root: Path,
                                                             model_dir: Path):
-    scenario = load_scenario(SCENARIOS / f"{name}.yaml", known_faults=faults.names(),
-                             components=component_kinds("after"),
-                             fault_targets={n: f.targets for n, f in faults.REGISTRY.items()}
-                             ).scaled(CI_TIME_SCALE)
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml", components=component_kinds("after"),
+                             **faults.scenario_checks()).scaled(CI_TIME_SCALE)
     with Lab("after", runs_root / f"after-{name}", model_dir=model_dir) as lab:
         result = run_scenario(lab, scenario, idempotency_keys=True, progress=False)
         roles = {n: lab.component(n).role for n in ("postgres", "standby")}

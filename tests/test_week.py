@@ -228,3 +228,15 @@ def test_error_subkinds():
     assert error_subkind("http_5xx", 504) == "http_504"
     assert error_subkind("http_4xx", 429) == "http_429"
     assert error_subkind("timeout", 0) == "timeout"
+
+
+def test_a_fault_that_failed_to_apply_owns_no_failure():
+    # bad_model failed to apply at 30 (an empty window); a crash at 40 fails [40, 41)
+    df = run({(40.0, 41.0): "connect"})
+    wins = [Window("bad_model", "api2", 30.0, 30.0, 1500.0),
+            Window("crash", "postgres", 40.0, 48.0, 1500.0)]
+    w = week_figures(df, wins, represents_s=WEEK, grace_s=2.0)
+    assert w.incidents.loc[0, "requests"] == 0 and w.incidents.loc[0, "week_downtime_min"] == 0
+    assert w.incidents.loc[1, "failed"] == 10 and w.incidents.loc[1, "self_healed"]
+    explained = explain_failures(df, wins, grace_s=2.0)
+    assert set(explained["fault"]) == {"crash postgres"}

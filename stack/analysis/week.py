@@ -87,7 +87,10 @@ def _done(df: pd.DataFrame) -> np.ndarray:
 
 def _hit(t: np.ndarray, done: np.ndarray, w: Window, until: float) -> np.ndarray:
     """Requests a fault can have failed: scheduled in its window or the grace after it, or
-    scheduled before it and still in flight when it began (a crash fails what it cuts off)."""
+    scheduled before it and still in flight when it began (a crash fails what it cuts off).
+    None for an empty window (a fault that failed to apply was never in force)."""
+    if w.end <= w.start:
+        return np.zeros(len(t), dtype=bool)
     return ((t >= w.start) & (t < until)) | ((t < w.start) & (done >= w.start))
 
 
@@ -96,7 +99,9 @@ def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, until: f
     """The requests of a window: scheduled from its start to its end; the failed ones it cut
     off in flight; and on through the grace after it as far as the last failure there (what
     the fault left behind is its damage; requests that succeed after it are not part of
-    the incident)."""
+    the incident). None for an empty window (a fault that failed to apply)."""
+    if w.end <= w.start:
+        return np.zeros(len(t), dtype=bool)
     core = (t >= w.start) & (t < w.end)
     cut = ~ok & (t < w.start) & (done >= w.start)
     tail = (t >= w.end) & (t < until)

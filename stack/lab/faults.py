@@ -69,11 +69,30 @@ class Fault:
         if comp.kind not in self.targets:
             raise ConfigError(f"fault '{self.name}' applies to {', '.join(self.targets)} "
                               f"components, not {target} ({comp.kind})", field="target")
-        unknown = set(params) - set(self.params)
-        if unknown:
-            raise ConfigError(f"fault '{self.name}' has no parameter "
-                              f"{', '.join(sorted(unknown))}; it takes: "
-                              f"{', '.join(self.params) or 'none'}", field="params")
+        return self.check_params(params)
+
+    # what a parameter may be, beyond the type of its default: (low, high) or the choices
+    limits: dict[str, tuple[float, float] | tuple[str, ...]] = {}
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters merged over the defaults; a ConfigError names the first bad one
+        (field 'params.<name>'), so that a scenario is refused before anything starts."""
+        for key in params:
+            if key not in self.params:
+                raise ConfigError(f"fault '{self.name}' has no parameter '{key}'; it takes: "
+                                  f"{', '.join(self.params) or 'none'}", field=f"params.{key}")
+        for key, value in params.items():
+            default, limit = self.params[key], self.limits.get(key)
+            if isinstance(default, (int, float)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"not a number: {value!r}", field=f"params.{key}")
+                low, high = limit if limit else (0, float("inf"))
+                if not low <= value <= high:
+                    raise ConfigError(f"{value!r} is outside {low:g}..{high:g}",
+                                      field=f"params.{key}")
+            elif limit and value not in limit:
+                raise ConfigError(f"{value!r} is not one of: {', '.join(map(str, limit))}",
+                                  field=f"params.{key}")
         return {**self.params, **params}
 
     def apply(self, lab: "Lab", target: str, params: dict[str, Any]) -> Applied:
@@ -106,6 +125,14 @@ def get(name: str) -> Fault:
 
 def names() -> list[str]:
     return sorted(REGISTRY)
+
+
+def scenario_checks() -> dict[str, Any]:
+    """What load_scenario checks every event against before a lab starts: the faults' names,
+    the component kinds each applies to, and each one's parameters."""
+    return {"known_faults": names(),
+            "fault_targets": {n: f.targets for n, f in REGISTRY.items()},
+            "fault_params": {n: f.check_params for n, f in REGISTRY.items()}}
 
 
 def apply(lab: "Lab", name: str, target: str = "api1", **params: Any) -> Applied:
@@ -324,6 +351,7 @@ class ErrorRate(Fault):
     name = "error_rate"
     summary = "a share of /predict calls fails with an internal error (a bug in one code path)"
     params = {"rate": 0.2}
+    limits = {"rate": (0.0, 1.0)}
 
     def apply(self, lab, target, params):
         _admin_faults(lab, target, error_rate=float(params["rate"]))
@@ -339,6 +367,7 @@ class BadModel(Fault):
     summary = ("a broken model file is copied over the live one and the API restarted to "
                "pick it up (a hand-made deploy); undo puts the good file back and restarts")
     params = {"kind": "truncated"}
+    limits = {"kind": ("truncated", "garbage")}
 
     def apply(self, lab, target, params):
         from stack.model import registry

@@ -16,7 +16,7 @@ from stack.analysis import records as analysis
 from stack.analysis import week as week_analysis
 
 from stack.lab import faults
-from stack.errors import StackError
+from stack.errors import ConfigError, StackError
 from stack.lab.lab import Lab
 from stack.scenario import Scenario, load_scenario
 from stack.lab.scrape import Scraper, load_metrics
@@ -146,8 +146,13 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario, known_faults=faults.names())
     for i, ev in enumerate(scenario.events):
-        faults.get(ev.fault)  # unknown names fail before any traffic starts
+        fault = faults.get(ev.fault)  # unknown names fail before any traffic starts
         lab.component(ev.target)
+        try:
+            fault.check_params(ev.params)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, field=f"events.{i}.{exc.field}",
+                              source=scenario.name) from None
     scenario, stretched = heal_windows(lab, scenario)
     for note in stretched:
         log.info("%s", note)
@@ -182,8 +187,9 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
                                   "start": traffic.elapsed, "end": None, "error": ""}
                     try:
                         applied[i] = faults.apply(lab, ev.fault, target, **ev.params)
-                    except StackError as exc:
+                    except StackError as exc:  # never in force: an empty window
                         windows[i]["error"] = str(exc)
+                        windows[i]["end"] = windows[i]["start"]
                         log.warning("fault %s on %s failed: %s", ev.fault, target, exc)
                 elif i in applied:
                     _undo(lab, applied.pop(i), windows[i], traffic)
