@@ -8,16 +8,6 @@ from pathlib import Path
 import pytest
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs on two xdist workers (--dist loadgroup). Every notebook cell goes to one
-    group, so the four notebooks run whole and in order on one worker while the tests share
-    the other; each test module is a group of its own, so its module-scoped lab starts once."""
-    for item in items:
-        path = Path(str(item.fspath))
-        group = "notebooks" if path.suffix == ".ipynb" else path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runs root that the Postgres user can enter (tmp_path's parents are private to root)."""

@@ -41,7 +41,7 @@ def predict(lab: Lab, timeout: float = 5.0) -> httpx.Response:
 def test_unknown_fault_and_bad_params_are_named(lab: Lab):
     with pytest.raises(UnknownName, match="known: bad_model"):
         faults.apply(lab, "meteor", "api1")
-    with pytest.raises(ConfigError, match="no parameter colour"):
+    with pytest.raises(ConfigError, match="no parameter 'colour'"):
         faults.apply(lab, "slow_db", "api1", colour="red")
     with pytest.raises(ConfigError, match="applies to postgres"):
         faults.apply(lab, "connection_exhaustion", "api1")
