@@ -140,8 +140,7 @@ def test_rolling_restart_with_no_failed_request(serving_v1: Lab):
     # (nginx/nginx#456; fixed by keepalive_min_timeout in 1.27.4). The client retries such a
     # request on another connection (a few tries), which its Idempotency-Key makes safe:
     # nothing may fail.
-    assert result.load_failed == 0, load_records(result.path).query("error != ''").to_dict(
-        "records")
+    assert result.load_failed == 0, load_records(result.path).query("error != ''").to_string()
     for api in lab.apis:
         assert api.proc.pid != pids[api.name]
         assert report.pids[api.name] == (pids[api.name], api.proc.pid)

@@ -247,17 +247,18 @@ class Engine:
         A keep-alive connection the server closed just as we sent (nginx workers quit on a
         reload) fails before any response: writing the request, or reading the answer, hits
         a closed socket. HTTP clients retry such a request on another connection; with an
-        Idempotency-Key that is safe for a POST too. The other pooled connections may be
-        closing as well, so each re-send opens a new one; a few attempts, all under the
-        deadline. A 503 that says Retry-After (no database primary for a moment) is tried
+        Idempotency-Key that is safe for a POST too, also when the connection closed in the
+        middle of the answer (the API answers a repeated key with the answer it stored, and
+        never scores twice). The other pooled connections may be closing as well, so each
+        re-send opens a new one; a few attempts, all under the deadline. A 503 that says Retry-After (no database primary for a moment) is tried
         again after that wait, if the wait ends before the request's deadline."""
         deadline = _now() + self.timeout
         attempt = 1
         while True:
             try:
                 resp = await pool.send(message, fresh=attempt > 1)
-            except ClosedError as exc:
-                if exc.answered or attempt >= STALE_CONNECTION_ATTEMPTS:
+            except ClosedError:
+                if attempt >= STALE_CONNECTION_ATTEMPTS:
                     raise
                 attempt += 1
                 self.retried += 1
