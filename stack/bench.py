@@ -107,7 +107,8 @@ def run_after(rate: float = 50.0, duration: float = 15.0) -> dict:
 
 
 # The lab's background daemons: what runs whether or not a request comes
-DAEMONS = ("etcd", "postgres (agent)", "standby (agent)", "supervisor", "watchdog")
+DAEMONS = ("etcd", "postgres (agent)", "standby (agent)", "supervisor", "nginx liveness",
+           "watchdog")
 
 
 def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
@@ -126,6 +127,13 @@ def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
                 groups[f"{name} (agent)"] = groups.pop(name)
                 groups[f"{name} (pg)"] = comp.postmaster().pgid
         own = {name for name, comp in lab.components.items() if comp.kind == "supervisor"}
+        nginx = lab.components.get("nginx")
+        if nginx is not None and nginx.supervisor is not None:  # its liveness check's listener
+            from stack.components.supervisor import liveness_name, rpc
+
+            info = rpc(nginx.supervisor.rpc_url).getProcessInfo(liveness_name("nginx"))
+            if info.get("pid"):
+                groups["nginx liveness"] = procfs.pgid_of(int(info["pid"])) or int(info["pid"])
 
         def cpu(name: str) -> float:
             return (procfs.own_cpu_seconds(groups[name]) if name in own
