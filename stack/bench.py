@@ -128,12 +128,9 @@ def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
                 groups[f"{name} (pg)"] = comp.postmaster().pgid
         own = {name for name, comp in lab.components.items() if comp.kind == "supervisor"}
         nginx = lab.components.get("nginx")
-        if nginx is not None and nginx.supervisor is not None:  # its liveness check's listener
-            from stack.components.supervisor import liveness_name, rpc
-
-            info = rpc(nginx.supervisor.rpc_url).getProcessInfo(liveness_name("nginx"))
-            if info.get("pid"):
-                groups["nginx liveness"] = procfs.pgid_of(int(info["pid"])) or int(info["pid"])
+        live = getattr(nginx.proc, "liveness_pid", lambda: None)() if nginx else None
+        if live:  # its liveness check's listener, a process group of its own
+            groups["nginx liveness"] = procfs.pgid_of(live) or live
 
         def cpu(name: str) -> float:
             return (procfs.own_cpu_seconds(groups[name]) if name in own

@@ -25,7 +25,8 @@ end of the window (a hung process nobody restarts, a slow query until the index 
 an error burst until the release is rolled back) is charged for its whole real duration. A
 self-healing that takes longer than half the replay's window is charged as if it never came:
 pessimistic, so the scenario runner lengthens a window the lab needs longer to heal in
-(stack.lab.runner.heal_windows: a lost Patroni primary, a supervised crash).
+(stack.lab.runner.heal_windows: a lost or hung Patroni primary, a supervised crash, a hung
+nginx).
 
 All functions here are pure: records frames (stack.analysis.fields) and fault windows
 ({"fault", "target", "start", "end"} dicts, as the scenario runner keeps them) in, numbers and
@@ -60,6 +61,11 @@ class Window:
     real_s: float
 
     @property
+    def empty(self) -> bool:
+        """Never in force (a fault that failed to apply): it owns no request."""
+        return self.end <= self.start
+
+    @property
     def label(self) -> str:
         return f"{self.fault} {self.target}"
 
@@ -89,7 +95,7 @@ def _hit(t: np.ndarray, done: np.ndarray, w: Window, until: float) -> np.ndarray
     """Requests a fault can have failed: scheduled in its window or the grace after it, or
     scheduled before it and still in flight when it began (a crash fails what it cuts off).
     None for an empty window (a fault that failed to apply was never in force)."""
-    if w.end <= w.start:
+    if w.empty:
         return np.zeros(len(t), dtype=bool)
     return ((t >= w.start) & (t < until)) | ((t < w.start) & (done >= w.start))
 
@@ -100,7 +106,7 @@ def _inside(t: np.ndarray, done: np.ndarray, ok: np.ndarray, w: Window, until: f
     off in flight; and on through the grace after it as far as the last failure there (what
     the fault left behind is its damage; requests that succeed after it are not part of
     the incident). None for an empty window (a fault that failed to apply)."""
-    if w.end <= w.start:
+    if w.empty:
         return np.zeros(len(t), dtype=bool)
     core = (t >= w.start) & (t < w.end)
     cut = ~ok & (t < w.start) & (done >= w.start)

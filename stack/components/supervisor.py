@@ -187,10 +187,10 @@ class SupervisedProcess(ManagedProcess):
                           stop_timeout=self.stop_timeout)
         groups = [self.name]
         if self.liveness_url:
+            username, password = _credentials(self.url)
             ini += "\n" + liveness_ini(self.name, self.liveness_url,
                                        self.log_path.with_name("liveness.log"),
-                                       username=_credentials(self.url)[0],
-                                       password=_credentials(self.url)[1])
+                                       username=username, password=password)
             groups.append(liveness_name(self.name))
         path = self.programs_dir / f"{self.name}.ini"
         server = rpc(self.url)
@@ -217,6 +217,16 @@ class SupervisedProcess(ManagedProcess):
             raise ComponentFailed(self.name, "its supervisor started it but it is not running",
                                   str(self.log_path), tail(self.log_path))
         return rec
+
+    def liveness_pid(self) -> int | None:
+        """The PID of its liveness check's listener (None without one, or when it is down)."""
+        if not self.liveness_url:
+            return None
+        try:
+            info = rpc(self.url, timeout=10).getProcessInfo(liveness_name(self.name))
+        except (OSError, xmlrpc.client.Error):
+            return None
+        return int(info.get("pid") or 0) or None
 
     def alive(self) -> bool:
         try:

@@ -210,7 +210,7 @@ class Crash(Fault):
 
     def heal_window_s(self, lab, target):
         comp = lab.component(target)
-        if comp.kind == "patroni" or getattr(comp, "supervisor", None) is not None:
+        if comp.kind == "patroni" or comp.supervisor is not None:
             return CRASH_HEAL_WINDOW_S  # back within a supervisor's 1 s loop, or Patroni's
         return 0.0
 

@@ -250,8 +250,9 @@ class Engine:
         Idempotency-Key that is safe for a POST too, also when the connection closed in the
         middle of the answer (the API answers a repeated key with the answer it stored, and
         never scores twice). The other pooled connections may be closing as well, so each
-        re-send opens a new one; a few attempts, all under the deadline. A 503 that says Retry-After (no database primary for a moment) is tried
-        again after that wait, if the wait ends before the request's deadline."""
+        re-send opens a new one; a few attempts, all under the deadline. A 503 that says
+        Retry-After (no database primary for a moment) is tried again after that wait, if the
+        wait ends before the request's deadline."""
         deadline = _now() + self.timeout
         attempt = 1
         while True:

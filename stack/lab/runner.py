@@ -144,7 +144,7 @@ def run_scenario(lab: Lab, scenario: Scenario | str | Path, *, name: str | None 
                  ) -> ScenarioResult:
     """Replay `scenario` against `lab` under open-loop traffic; always undoes every fault."""
     if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario, known_faults=faults.names())
+        scenario = load_scenario(scenario, **faults.scenario_checks())
     for i, ev in enumerate(scenario.events):
         fault = faults.get(ev.fault)  # unknown names fail before any traffic starts
         lab.component(ev.target)
