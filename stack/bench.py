@@ -4,7 +4,8 @@ For /predict on the BEFORE lab at a fixed arrival rate: p50, p99 and throughput 
 beside the floor, the bare in-process cost of the same requests' feature lookup plus
 model.predict, measured in the same run against the same Postgres. On the AFTER lab: nginx
 against a replica called directly, and the CPU each process spends per request (from /proc),
-the load client's included, with a replica restarted under the traffic; the AFTER lab's
+the load client's included, over a fresh lab's first seconds and the steady window after, with
+a replica restarted under the traffic and the machine's pace beside it; the AFTER lab's
 throughput at 500 req/s; the load client alone on one core against a static nginx (its CPU
 per request at 80 req/s, and whether it holds 1,000 req/s); and the no-fault AFTER lab beside
 a busy loop.
@@ -109,16 +110,48 @@ def run_after(rate: float = 50.0, duration: float = 15.0) -> dict:
 # The lab's background daemons: what runs whether or not a request comes
 DAEMONS = ("etcd", "postgres (agent)", "standby (agent)", "supervisor", "nginx liveness",
            "watchdog")
+CLIENT = "load client"
+# A fresh lab's first seconds under traffic: every customer a cache miss, each pooled
+# connection preparing its statements, Postgres finishing its start-up. Reported beside the
+# steady window, never mixed into it.
+FRESH_S = 10.0
 
 
-def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
-    """CPU milliseconds per request of every AFTER component, at an open-loop rate, over the
-    run's first half; then api1 is restarted under the traffic (its restart-to-ready, and the
-    CPU the new process spent to start, are reported apart). The load client's figure is its
-    whole run's, start-up included.
+def pace_ms(repeat: int = 5) -> float:
+    """CPU milliseconds this machine takes for a fixed pure-Python loop, best of `repeat`: the
+    CPU figures scale with it, so two runs' figures compare only at a like pace (a virtual
+    machine's pace drifts with what its host runs)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        sum(i * i for i in range(300_000))
+        best = min(best, time.process_time() - t)
+    return 1000 * best
+
+
+def per_request(before: dict[str, float], after: dict[str, float], load) -> dict:
+    """CPU milliseconds per request of each process between two snapshots of CPU seconds,
+    over the load requests sent between them (`load`: their records); and each replica's per
+    request it served itself."""
+    n = max(len(load), 1)
+    served = load["backend"].value_counts().to_dict()
+    return {"requests": len(load),
+            "ms": {name: 1000 * (after[name] - before[name]) / n for name in before},
+            "per_served": {name: 1000 * (after[name] - before[name]) / served[name]
+                           for name in before if served.get(name)}}
+
+
+def run_cpu(rate: float = 80.0, window: float = 20.0) -> dict:
+    """CPU milliseconds per request of every AFTER component and of the load client, at an
+    open-loop rate: over a fresh lab's first FRESH_S of traffic, then over the steady `window`
+    that follows; then api1 is restarted under the traffic (its restart-to-ready, and the CPU
+    the new process spent to start, are reported apart). The machine's pace is measured before
+    the lab starts.
 
     supervisord counts its own CPU only: its children (replicas, nginx, Redis) have rows of
     their own, and a child it reaped would count in its cumulative children's time."""
+    pace = pace_ms()
+    duration = FRESH_S + window + 10.0
     with Lab("after") as lab:
         groups = {name: comp.proc.record.pgid for name, comp in lab.components.items()
                   if comp.proc and comp.proc.record}
@@ -138,50 +171,59 @@ def run_cpu(rate: float = 80.0, duration: float = 20.0) -> dict:
 
         with Traffic(lab.public_url, lab.run_dir, rate=rate, duration=duration, name="bench-cpu",
                      progress=False, idempotency_keys=True) as traffic:
-            before = {name: cpu(name) for name in groups}
-            t0 = traffic.elapsed
-            while traffic.elapsed < duration / 2:
-                time.sleep(0.05)
-            mid = {name: cpu(name) for name in groups}
-            t1 = traffic.elapsed
+            marks = []  # (the traffic's clock, every process's CPU seconds)
+            for at in (0.0, FRESH_S, FRESH_S + window):
+                while traffic.elapsed < at:
+                    time.sleep(0.05)
+                snap = {name: cpu(name) for name in groups}
+                snap[CLIENT] = procfs.cpu_seconds(traffic.pid)
+                marks.append((traffic.elapsed, snap))
             restart_s = lab.restart("api1")
             groups["api1"] = lab.components["api1"].proc.record.pgid
             start_cpu = cpu("api1")  # what the new process spent to get ready
             result = traffic.wait()
-    load = analysis.load_records(result.path)
-    load = load[(load["kind"] == "load") & (load["t"] >= t0) & (load["t"] < t1)]
-    n = max(len(load), 1)
-    per_request = {name: 1000 * (mid[name] - before[name]) / n for name in before}
-    served = load["backend"].value_counts().to_dict()
-    per_served = {name: 1000 * (mid[name] - before[name]) / served[name]
-                  for name in before if served.get(name)}
-    return {"rate": rate, "duration_s": duration, "window_s": t1 - t0, "window_requests": n,
+    records = analysis.load_records(result.path)
+    load = records[records["kind"] == "load"]
+    windows = {}
+    for label, (t0, a), (t1, b) in (("fresh", marks[0], marks[1]), ("steady", marks[1], marks[2])):
+        windows[label] = per_request(a, b, load[(load["t"] >= t0) & (load["t"] < t1)])
+        windows[label]["seconds"] = t1 - t0
+    return {"rate": rate, "duration_s": duration, "windows": windows, "pace_ms": pace,
             "requests": result.load_sent, "failed": result.load_failed,
             "late": result.load_late,
-            "client_ms": 1000 * result.client_cpu_s / max(result.load_sent, 1),
-            "components_ms": per_request, "replica_ms_per_served": per_served,
+            "client_whole_ms": 1000 * result.client_cpu_s / max(result.load_sent, 1),
             "restart_s": restart_s, "restart_cpu_s": start_cpu}
 
 
 def report_cpu(f: dict) -> str:
-    comps = f["components_ms"]
-    total = sum(comps.values()) + f["client_ms"]
-    daemons = sum(ms for name, ms in comps.items() if name in DAEMONS)
-    served = f["replica_ms_per_served"]
+    fresh, steady = f["windows"]["fresh"], f["windows"]["steady"]
+    rows = sorted(name for name in steady["ms"] if name != CLIENT) + [CLIENT]
+
+    def total(w: dict) -> float:
+        return sum(w["ms"].values())
+
+    def daemons(w: dict) -> float:
+        return sum(ms for name, ms in w["ms"].items() if name in DAEMONS) * f["rate"] / 10
+
     lines = [f"AFTER lab at {f['rate']:g} req/s for {f['duration_s']:g} s ({f['requests']} "
-             f"requests, {f['failed']} failed, {f['late']} sent late; api1 restarted halfway); "
-             f"CPU per request over the first {f['window_s']:.0f} s ({f['window_requests']} "
-             "requests, before the restart):"]
-    lines += [f"  {name:<17} {ms:6.2f} ms" for name, ms in sorted(comps.items())]
-    lines += [f"  {'load client':<17} {f['client_ms']:6.2f} ms   (its own process, its whole "
-              "run, start-up included; target at most 0.5 ms)",
-              f"  {'total':<17} {total:6.2f} ms   = {total * f['rate'] / 10:.0f}% of one core "
-              "(target at most 5 ms)",
-              "  one replica, per request it served: "
-              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(served.items()))
-              + " (target at most 3 ms)",
-              f"  daemons ({', '.join(DAEMONS)}): {daemons * f['rate'] / 10:.1f}% of one core "
-              "(target at most 2%)",
+             f"requests, {f['failed']} failed, {f['late']} sent late; api1 restarted at the "
+             f"end); machine pace {f['pace_ms']:.1f} ms of CPU for a fixed Python loop (the "
+             "figures scale with it). CPU per request:",
+             f"  {'':<17} {'steady':>9} {'fresh lab':>10}",
+             f"  {'':<17} {'next ' + format(steady['seconds'], '.0f') + ' s':>9} "
+             f"{'first ' + format(fresh['seconds'], '.0f') + ' s':>10}"]
+    lines += [f"  {name:<17} {steady['ms'][name]:6.2f} ms {fresh['ms'][name]:7.2f} ms"
+              for name in rows]
+    lines += [f"  {'total':<17} {total(steady):6.2f} ms {total(fresh):7.2f} ms   (target at "
+              f"most 5 ms; steady = {total(steady) * f['rate'] / 10:.0f}% of one core)",
+              f"  load client: target at most 0.5 ms; its whole run, start-up included: "
+              f"{f['client_whole_ms']:.2f} ms",
+              "  one replica, per request it served, steady: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(steady["per_served"].items()))
+              + " (target at most 3 ms); fresh lab: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in sorted(fresh["per_served"].items())),
+              f"  daemons ({', '.join(DAEMONS)}): {daemons(steady):.1f}% of one core steady, "
+              f"{daemons(fresh):.1f}% fresh (target at most 2%)",
               f"  api1 restart to ready under the traffic: {f['restart_s']:.2f} s "
               f"(target: within 2 s), {f['restart_cpu_s']:.2f} s of CPU to start (not in the "
               "figures above)"]

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SCOPE = "uptime-lab"
 TTL_S = 20  # the smallest leader-key TTL Patroni accepts
-LOOP_WAIT_S = 1  # how often each agent checks its Postgres and renews or watches the key
+LOOP_WAIT_S = 2  # how often each agent checks its Postgres and renews or watches the key
 RETRY_TIMEOUT_S = 5  # etcd and Postgres operations retried this long before demoting
 
 

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # healed in the window's first half, then clean traffic); a scenario runner lengthens shorter
 # ones. A supervised crash: back within the supervisor's 1 s loop.
 CRASH_HEAL_WINDOW_S = 3.0
+# A crashed Patroni node's Postgres: its agent sees it down on its next loop and starts it
+# (measured: writes back 2.2-3.2 s after the kill with a 2 s loop); twice that.
+PATRONI_CRASH_HEAL_WINDOW_S = 2 * (patroni.LOOP_WAIT_S + 1.5)
 # A lost or hung Patroni primary: its leader key lives out its TTL, the standby sees it gone on
 # its next loop and promotes (operations retried up to retry_timeout on the way); twice that,
 # and two seconds of clean traffic.
@@ -210,8 +213,10 @@ class Crash(Fault):
 
     def heal_window_s(self, lab, target):
         comp = lab.component(target)
-        if comp.kind == "patroni" or comp.supervisor is not None:
-            return CRASH_HEAL_WINDOW_S  # back within a supervisor's 1 s loop, or Patroni's
+        if comp.kind == "patroni":
+            return PATRONI_CRASH_HEAL_WINDOW_S
+        if comp.supervisor is not None:
+            return CRASH_HEAL_WINDOW_S
         return 0.0
 
 

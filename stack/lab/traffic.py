@@ -201,6 +201,11 @@ class Traffic:
         return self._result.retried if self._result else 0
 
     @property
+    def pid(self) -> int | None:
+        """The client's process, once started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def elapsed(self) -> float:
         """Seconds since the schedule started (the same clock as the records' `t`)."""
         if self._t0 is None:

@@ -1,0 +1,33 @@
+"""The bench's arithmetic (its figures are printed, never asserted; this checks how they are
+computed)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from stack import bench
+
+
+def test_per_request_divides_each_process_cpu_by_the_window_requests_and_served():
+    load = pd.DataFrame({"backend": ["api1", "api1", "api2", "api1"]})
+    before = {"api1": 1.0, "api2": 2.0, "etcd": 0.5}
+    after = {"api1": 1.012, "api2": 2.004, "etcd": 0.502}
+    w = bench.per_request(before, after, load)
+    assert w["requests"] == 4
+    assert round(w["ms"]["api1"], 6) == 3.0 and round(w["ms"]["etcd"], 6) == 0.5
+    assert round(w["per_served"]["api1"], 6) == 4.0 and round(w["per_served"]["api2"], 6) == 4.0
+    assert "etcd" not in w["per_served"], "only a process that served requests has the figure"
+
+
+def test_report_puts_the_steady_and_fresh_windows_side_by_side():
+    def window(ms: float) -> dict:
+        return {"requests": 800, "seconds": 10.0,
+                "ms": {"api1": ms, "etcd": 0.1, bench.CLIENT: 0.4},
+                "per_served": {"api1": 2 * ms}}
+    text = bench.report_cpu({"rate": 80.0, "duration_s": 40.0, "pace_ms": 14.0,
+                             "windows": {"fresh": window(1.5), "steady": window(1.0)},
+                             "requests": 3200, "failed": 0, "late": 0,
+                             "client_whole_ms": 0.45, "restart_s": 1.0, "restart_cpu_s": 0.9})
+    assert "  api1                1.00 ms    1.50 ms" in text
+    assert "  total               1.50 ms    2.00 ms" in text
+    assert "0.8% of one core steady" in text  # etcd 0.1 ms at 80 req/s
+    assert text.splitlines()[-1].startswith("  api1 restart to ready")
