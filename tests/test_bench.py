@@ -31,3 +31,15 @@ def test_report_puts_the_steady_and_fresh_windows_side_by_side():
     assert "  total               1.50 ms    2.00 ms" in text
     assert "0.8% of one core steady" in text  # etcd 0.1 ms at 80 req/s
     assert text.splitlines()[-1].startswith("  api1 restart to ready")
+
+
+def test_the_throughput_run_reports_its_first_seconds_apart():
+    t = [0.5, 1.0, 3.9, 4.0, 10.0]
+    df = pd.DataFrame({"kind": ["load"] * 5 + ["probe"], "t": t + [1.0],
+                       "latency_s": [0.3, 0.2, 0.1, 0.002, 0.004, 0.001],
+                       "status": [200, 0, 200, 200, 200, 200],
+                       "error": ["", "timeout", "", "", "", ""]})
+    parts = bench.ramp_and_rest(df)
+    assert parts["ramp"]["requests"] == 3 and parts["ramp"]["failed"] == 1
+    assert parts["rest"]["requests"] == 2 and parts["rest"]["failed"] == 0
+    assert round(parts["rest"]["p50_ms"], 6) == 3.0, "answered requests only, probes left out"
