@@ -21,6 +21,7 @@ have prometheus-postgres-exporter || missing+=(prometheus-postgres-exporter)
 have prometheus-redis-exporter || missing+=(prometheus-redis-exporter)
 have prometheus-blackbox-exporter || missing+=(prometheus-blackbox-exporter)  # the uptime probe
 have etcd || missing+=(etcd-server)  # Patroni's leader lock lives in etcd
+have hey || missing+=(hey)  # make bench's closed-loop capacity run
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # As root the venv may be made with the system's Python (scripts/pick-python.sh says why).
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ]; then
@@ -32,7 +33,7 @@ case "$(uname -s)" in
   Darwin)
     if [ ${#missing[@]} -gt 0 ]; then
       echo "setup: install the lab's programs with Homebrew:"
-      echo "  brew install nginx redis postgresql@15 prometheus alertmanager blackbox_exporter"
+      echo "  brew install nginx redis postgresql@15 prometheus alertmanager blackbox_exporter hey"
     fi
     exit 0 ;;
 esac

@@ -43,3 +43,34 @@ def test_the_throughput_run_reports_its_first_seconds_apart():
     assert parts["ramp"]["requests"] == 3 and parts["ramp"]["failed"] == 1
     assert parts["rest"]["requests"] == 2 and parts["rest"]["failed"] == 0
     assert round(parts["rest"]["p50_ms"], 6) == 3.0, "answered requests only, probes left out"
+
+
+HEY_SUMMARY = """
+Summary:
+  Total:	9.1885 secs
+  Slowest:	0.1052 secs
+  Requests/sec:	870.6529
+
+Latency distribution:
+  10% in 0.0101 secs
+  50% in 0.0166 secs
+  99% in 0.0448 secs
+
+Status code distribution:
+  [200]	7990 responses
+  [503]	10 responses
+"""
+
+
+def test_hey_summary_is_read_into_rate_percentiles_and_statuses():
+    f = bench.parse_hey(HEY_SUMMARY)
+    assert f["rps"] == 870.6529 and f["statuses"] == {200: 7990, 503: 10}
+    assert round(f["p50_ms"], 6) == 16.6 and round(f["p99_ms"], 6) == 44.8
+    line = bench.report_capacity({"requests": 8000, "concurrency": 16, **f})
+    assert "871 req/s, 7990 of 8000 answered 200" in line
+
+
+def test_hey_output_without_a_rate_is_an_error_that_shows_it():
+    import pytest
+    with pytest.raises(ValueError, match="no Requests/sec"):
+        bench.parse_hey("Error: connection refused")
