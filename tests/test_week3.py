@@ -60,3 +60,22 @@ def test_first_fault_alone_reads_the_states_and_probes_until_the_next_fault():
     states.loc[len(states)] = {"t": 10.0, "color": "red", "reasons": "", "action": ""}
     run = IncidentRun(result, 0.0, 30.0, states.sort_values("t"), pd.DataFrame())
     assert run.first_fault_alone() == ({"green", "yellow", "red"}, 1)
+
+
+def test_the_health_watcher_keeps_every_sample_in_the_run_directory(tmp_path):
+    import json
+    import time
+
+    from stack.analysis.slo import SloSettings
+    from stack.course.week3 import HealthWatcher
+
+    class DownPrometheus:  # every query fails, as a Prometheus that is restarting does
+        def query(self, expr):
+            raise ConnectionError("prometheus is not answering")
+
+    path = tmp_path / "health-states.jsonl"
+    with HealthWatcher(DownPrometheus(), SloSettings(), interval=0.01, path=path) as watcher:
+        time.sleep(0.1)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == len(watcher.rows) >= 2
+    assert lines[0]["color"] == "unknown" and "not answering" in lines[0]["reasons"]

@@ -3,9 +3,11 @@ is sampled every second, then gather what the monitoring saw: state changes, pag
 reconstructed timeline, and how much error budget was gone when the page fired."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,10 +23,14 @@ PLAYBOOK_WINDOW_H = 30 * 24  # the SLO's window: 30 days of playbook hours
 
 
 class HealthWatcher:
-    """A background thread that records green/yellow/red once per interval."""
+    """A background thread that records green/yellow/red once per interval; with `path`,
+    every sample is also appended there as a JSON line (the run directory keeps why each state
+    was what it was, also after the kernel that held the rows is gone)."""
 
-    def __init__(self, prom: Any, settings: SloSettings, interval: float = 1.0):
+    def __init__(self, prom: Any, settings: SloSettings, interval: float = 1.0,
+                 path: Path | None = None):
         self.prom, self.settings, self.interval = prom, settings, interval
+        self.path = path
         self.rows: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
@@ -47,6 +53,9 @@ class HealthWatcher:
             except Exception as exc:  # Prometheus busy or restarting: note it, keep going
                 self.rows.append({"wall": wall, "color": "unknown", "reasons": str(exc),
                                   "action": ""})
+            if self.path is not None:
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(self.rows[-1]) + "\n")
             self._stop.wait(self.interval)
 
     def changes(self, start_wall: float) -> pd.DataFrame:
@@ -171,7 +180,7 @@ def run_incident(lab: Lab, scenario: Scenario, *, history: bool = True,
     if history:
         give_history(lab, scenario.traffic.rate, settings)
     start = time.time()
-    with HealthWatcher(prom, settings) as watcher:
+    with HealthWatcher(prom, settings, path=lab.run_dir / "health-states.jsonl") as watcher:
         result = run_scenario(lab, scenario, **run_kw)
         time.sleep(settings.time_scale_s / 60 * 3)  # let the alerts resolve and be sent
     end = time.time()
