@@ -114,9 +114,8 @@ def run_after(rate: float = 50.0, duration: float = 15.0) -> dict:
 DAEMONS = ("etcd", "postgres (agent)", "standby (agent)", "supervisor", "nginx liveness",
            "watchdog")
 CLIENT = "load client"
-# A fresh lab's first seconds under traffic: every customer a cache miss, each pooled
-# connection preparing its statements, Postgres finishing its start-up. Reported beside the
-# steady window, never mixed into it.
+# A fresh lab's first seconds under traffic (customers not yet cached, statements not yet
+# prepared on each pooled connection): reported beside the steady window, never mixed into it.
 FRESH_S = 10.0
 
 
@@ -311,12 +310,10 @@ def run_capacity(requests: int = 8000, concurrency: int = 16) -> dict:
     lab is ready: the most the lab serves, measured as the issue that set the 500 req/s target
     measured it. One customer, so every lookup after the first is a cache hit."""
     hey = binaries.find("hey")
-    with Lab("after") as lab, tempfile.TemporaryDirectory(prefix="bench-hey-") as tmp:
-        body = Path(tmp) / "body.json"
-        body.write_text(json.dumps(CAPACITY_BODY))
+    with Lab("after") as lab:
         time.sleep(SETTLE_S)
         out = subprocess.run([hey, "-n", str(requests), "-c", str(concurrency), "-m", "POST",
-                              "-T", "application/json", "-D", str(body),
+                              "-T", "application/json", "-d", json.dumps(CAPACITY_BODY),
                               lab.public_url + "/predict"],
                              capture_output=True, text=True, timeout=300)
     if out.returncode != 0:

@@ -22,7 +22,6 @@ _APT = {
     "prometheus-redis-exporter": "prometheus-redis-exporter",
     "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
     "etcd": "etcd-server",
-    "hey": "hey",  # make bench's load tool for the closed-loop capacity run
 }
 _POSTGRES_TOOLS = {"postgres", "initdb", "pg_ctl", "pg_basebackup", "pg_isready", "psql"}
 
