@@ -77,6 +77,13 @@ class NginxSpec(_Spec):
     # replica answers 503 and all of them sit out this long after it recovers
     fail_timeout_s: int = Field(1, ge=1, le=3600)
     keepalive: int = Field(32, ge=1, le=1024)
+    # Requests nginx has in flight to one replica's entry at once (its backup entry below
+    # takes as many again); 0 is no cap. Beyond them nginx queues nothing: the request gets
+    # the JSON 503 with Retry-After at once. Without a cap, an overload queues in the
+    # replicas until read_timeout, and then every such request is re-sent to the other
+    # replica and worked on twice: the backlog feeds itself and the lab does not recover
+    # when the load falls back. 64 is far above what the course's rates keep in flight.
+    max_conns: int = Field(64, ge=0, le=65_536)
     keepalive_timeout_s: float = Field(30.0, gt=0, lt=API_KEEP_ALIVE_S)  # idle upstream conns
     zone_kb: int = Field(64, ge=32, le=65_536)
     next_upstream_tries: int = Field(2, ge=0, le=10)

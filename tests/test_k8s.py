@@ -134,6 +134,8 @@ def test_ingress_carries_the_tuned_preset(after):
     assert ann[p + "proxy-connect-timeout"] == str(math.ceil(ngx.connect_timeout_s))
     assert all(v.isdigit() for k, v in ann.items() if k.endswith("timeout"))
     assert "nginx.connect_timeout_s" in {n.field for n in after.notes}
+    # ingress-nginx has no per-endpoint cap on requests in flight: said, not dropped silently
+    assert any(n.field == "nginx.max_conns" and "not rendered" in n.message for n in after.notes)
     health = one(after, "Ingress", "fraud-api-health")
     assert health["metadata"]["annotations"][p + "rewrite-target"] == "/readyz"
     controller = one(after, "ConfigMap", "ingress-nginx-controller")["data"]
@@ -207,7 +209,8 @@ def test_exact_refuses_approximations_and_passes_whole_values():
     assert err.value.field in {n.field for n in render(AFTER, OPT).notes}
     whole = AFTER.with_changes(**{
         "nginx.connect_timeout_s": 1, "nginx.send_timeout_s": 2, "nginx.read_timeout_s": 2,
-        "redis.ping_timeout_s": 1, "postgres.batch_connection_limit": -1})
+        "redis.ping_timeout_s": 1, "postgres.batch_connection_limit": -1,
+        "nginx.max_conns": 0})
     assert render(whole, K8sOptions(exact=True)).notes == []
 
 

@@ -64,7 +64,7 @@ def test_playbook_is_rendered_as_printed():
 def test_tuned_renders_the_spec():
     text = _render("tuned")
     for line in ("zone api_backend 64k;", "keepalive 32;", "keepalive_timeout 30000ms;",
-                 "server 127.0.0.1:18001 max_fails=1 fail_timeout=1s;  # api1",
+                 "server 127.0.0.1:18001 max_fails=1 fail_timeout=1s max_conns=64;  # api1",
                  "proxy_http_version 1.1;", 'proxy_set_header Connection "";',
                  "proxy_connect_timeout 500ms;", "proxy_send_timeout 1500ms;",
                  "proxy_read_timeout 1500ms;",
@@ -84,10 +84,17 @@ def test_tuned_renders_the_spec():
     assert text.count("non_idempotent") == 1
     assert "location @predict_idempotent" in text and "error_page 418 = @predict_idempotent;" \
         in text
+    # every entry of the traffic upstream, backups included, is capped; /health's is not
+    backend = _block(text, "upstream api_backend")
+    assert backend.count(" max_conns=64") == 4, backend
+    assert "max_conns" not in _block(text, "upstream api_health")
+    assert "max_conns=" not in _render("tuned", max_conns=0)
+    assert "max_conns" not in _render("playbook")
     custom = _render("tuned", connect_timeout_s=0.25, read_timeout_s=4, max_fails=2,
-                     fail_timeout_s=9, keepalive=8, next_upstream_tries=3, zone_kb=128)
+                     fail_timeout_s=9, keepalive=8, next_upstream_tries=3, zone_kb=128,
+                     max_conns=5)
     for line in ("proxy_connect_timeout 250ms;", "proxy_read_timeout 4000ms;",
-                 "max_fails=2 fail_timeout=9s;", "keepalive 8;", "proxy_next_upstream_tries 3;",
+                 "max_fails=2 fail_timeout=9s max_conns=5;", "keepalive 8;", "proxy_next_upstream_tries 3;",
                  "zone api_backend 128k;"):
         assert line in custom, line
 
@@ -377,6 +384,37 @@ def test_tuned_never_says_no_live_upstreams_when_every_replica_was_marked_failed
     assert time.monotonic() - t0 < 1.0, "no wait for fail_timeout"
     assert sum(b.requests for b in backends) == 1
     assert "no live upstreams" not in (nginx.dir / "error.log").read_text()
+
+
+@pytest.mark.integration
+def test_tuned_answers_503_at_once_past_max_conns(make_nginx, backends):
+    """max_conns caps the requests in flight to each entry (a replica and its backup entry),
+    for all workers together. Past the cap nginx queues nothing: the next request gets the
+    JSON 503 with Retry-After at once, no replica sees it, and once the slow ones are answered
+    requests go through again."""
+    nginx = make_nginx("tuned", max_conns=2)
+    slow: list[int] = []
+
+    def send_slow() -> None:
+        slow.append(_get(nginx.url + "/predict?delay=1.2").status_code)
+
+    threads = [threading.Thread(target=send_slow) for _ in range(8)]  # 2 entries x 2 replicas
+    for t in threads:
+        t.start()
+    assert _poll(lambda: sum(b.in_flight for b in backends), 8) == 8
+    served = sum(b.requests for b in backends)
+    t0 = time.monotonic()
+    full = _get(nginx.url + "/predict")
+    waited = time.monotonic() - t0
+    assert full.status_code == 503 and full.json()["error"] == "no_replica_available"
+    assert full.headers["retry-after"] == "1"
+    assert waited < 0.5, waited
+    assert sum(b.requests for b in backends) == served  # no replica was asked
+    assert max(b.in_flight for b in backends) == 4
+    for t in threads:
+        t.join(10)
+    assert slow == [200] * 8
+    assert _get(nginx.url + "/predict").status_code == 200
 
 
 @pytest.mark.integration

@@ -3,8 +3,10 @@ topology in one of two presets.
 
 - ``playbook``: the playbook's settings reproduced as printed, so the course can test them.
 - ``tuned``: the project's improvement: upstream keep-alive that works, failure counts shared
-  by all workers, tighter timeouts, bounded retries (a POST only with an Idempotency-Key), and
-  a /health that asks the replicas whether they are ready.
+  by all workers, tighter timeouts, bounded retries (a POST only with an Idempotency-Key), a
+  cap on the requests in flight to each replica (an overload is answered 503 at once instead
+  of queued into timeouts and retries), and a /health that asks the replicas whether they
+  are ready.
 
 nginx runs as the current user: everything it writes (pid file, logs, temp files) lives in the
 component's folder, given to nginx as its prefix (``-p``).
@@ -79,18 +81,23 @@ def worker_user() -> tuple[str, str] | None:
 
 def _upstream(spec: NginxSpec, backends: list[tuple[str, int]], down: frozenset[str]) -> list[str]:
     tuned = spec.preset == "tuned"
-    params = (f"max_fails={spec.max_fails} fail_timeout={spec.fail_timeout_s}s" if tuned else
+    cap = f" max_conns={spec.max_conns}" if tuned and spec.max_conns else ""
+    params = (f"max_fails={spec.max_fails} fail_timeout={spec.fail_timeout_s}s{cap}" if tuned else
               f"max_fails={PLAYBOOK['max_fails']} fail_timeout={PLAYBOOK['fail_timeout']}")
     lines = [f"    upstream {UPSTREAM} {{"]
     if tuned:
         lines.append(f"        zone {UPSTREAM} {spec.zone_kb}k;  # failure counts shared by "
                      "all workers")
+        if cap:
+            lines += ["        # max_conns: at most this many requests in flight per entry, for all",
+                      "        # workers; past it, the 503 below at once rather than a queue that",
+                      "        # times out and is re-sent to the other replica"]
     lines += _servers(backends, down, params)
     if tuned:
         lines += ["        # the same replicas again, never marked failed: used only while every one",
-                  "        # above is marked (a slow replica's timeouts and one slow answer from the",
-                  "        # other must not turn into 'no live upstreams' for everyone)",
-                  *_servers(backends, down, "max_fails=0 backup")]
+                  "        # above is marked or full (a slow replica's timeouts and one slow answer",
+                  "        # from the other must not turn into 'no live upstreams' for everyone)",
+                  *_servers(backends, down, f"max_fails=0{cap} backup")]
     lines.append(f"        keepalive {spec.keepalive if tuned else PLAYBOOK['keepalive']};")
     if tuned:  # close idle upstream connections before the replicas do (API_KEEP_ALIVE_S)
         lines.append(f"        keepalive_timeout {_ms(spec.keepalive_timeout_s)};")
@@ -164,9 +171,10 @@ def _tuned_server(spec: NginxSpec, port: int) -> list[str]:
         "        # JSON 405 with Allow (or its JSON 404 for a path it does not serve).",
         f"        error_page 405 = {METHOD_NOT_ALLOWED};",
         "",
-        "        # nginx's own 502 (no live upstream: every replica failed or was marked",
-        "        # failed) becomes a JSON 503 with Retry-After, as a replica's own 503 for an",
-        "        # unavailable database is: a client with an Idempotency-Key retries after it.",
+        "        # nginx's own 502 (no live upstream: every replica failed, was marked failed",
+        "        # or has max_conns requests in flight) becomes a JSON 503 with Retry-After, as",
+        "        # a replica's own 503 for an unavailable database is: a client with an",
+        "        # Idempotency-Key retries after it.",
         "        location / {",
         "            error_page 502 = @no_live_replica;",
         f"            proxy_pass {up};",

@@ -333,6 +333,11 @@ def _ingress_annotations(topo: Topology, notes: _Notes) -> dict[str, str]:
     ngx = topo.nginx
     assert ngx is not None
     secs = notes.whole_seconds
+    if ngx.max_conns:
+        notes.append(Note("nginx.max_conns", f"{ngx.max_conns} not rendered: ingress-nginx "
+                          "balances in Lua and has no per-endpoint cap on requests in flight; "
+                          "scale out instead (the HPA) and watch the replicas' in-flight "
+                          "gauge"))
     return {
         INGRESS_NGINX + "proxy-connect-timeout": str(secs(
             ngx.connect_timeout_s, "nginx.connect_timeout_s", "ingress-nginx's proxy-connect-timeout")),
