@@ -45,6 +45,19 @@ def test_the_throughput_run_reports_its_first_seconds_apart():
     assert round(parts["rest"]["p50_ms"], 6) == 3.0, "answered requests only, probes left out"
 
 
+def test_overload_counts_outcomes_and_reads_its_last_seconds():
+    df = pd.DataFrame({"kind": ["load"] * 6 + ["probe"],
+                       "t": [1.0, 2.0, 3.0, 16.0, 18.0, 19.0, 19.5],
+                       "latency_s": [0.5, 0.001, 2.0, 0.004, 0.002, 0.006, 0.001],
+                       "status": [200, 503, 0, 200, 200, 503, 200],
+                       "error": ["", "http_5xx", "timeout", "", "", "http_5xx", ""]})
+    assert bench.outcomes(df) == {"ok": 3, "503": 2, "timeout": 1}
+    assert round(bench.last_seconds_p50(df, 20.0), 6) == 3.0  # answered, t >= 15, no probe
+    line = bench.report_overload({"rate": 650.0, "duration_s": 20.0, "outcomes":
+                                  bench.outcomes(df), "p50_ms": 4.0, "last_p50_ms": 3.0})
+    assert "3 ok = 0 ok/s; not ok: 2 503, 1 timeout; p50 4.0 ms" in line
+
+
 HEY_SUMMARY = """
 Summary:
   Total:	9.1885 secs

@@ -409,6 +409,11 @@ def test_tuned_answers_503_at_once_past_max_conns(make_nginx, backends):
     assert full.status_code == 503 and full.json()["error"] == "no_replica_available"
     assert full.headers["retry-after"] == "1"
     assert waited < 0.5, waited
+    # a keyed POST reaches its location by error_page; its 502 must become the same 503
+    keyed = httpx.post(nginx.url + "/predict", json={}, timeout=10,
+                       headers={"Idempotency-Key": "00000000-0000-4000-8000-000000000001"})
+    assert keyed.status_code == 503 and keyed.json()["error"] == "no_replica_available"
+    assert keyed.headers["retry-after"] == "1"
     assert sum(b.requests for b in backends) == served  # no replica was asked
     assert max(b.in_flight for b in backends) == 4
     for t in threads:
