@@ -85,6 +85,8 @@ _SMOKE_HINTS = {
 }
 
 ROLLOUT_DEADLINE_S = 40.0
+ONE_AT_A_TIME = ("restart one replica at a time, and only once the other serves: take it out "
+                 "of nginx (set_backends_down), restart, wait until ready, put it back")
 
 
 @task("week4", "rollout", ("rollout.py",))
@@ -131,9 +133,14 @@ def check_rollout(folder: Path) -> str:
         how = bad["status"].astype(str).where(bad["status"] > 0, bad["error"]).value_counts()
         raise ExerciseFailed(f"{len(bad)} failed of {len(load)} requests during the restart "
                              f"({', '.join(f'{n} {k}' for k, n in how.items())})",
-                             "restart one replica at a time, and only once the other serves: "
-                             "take it out of nginx (set_backends_down), restart, wait until "
-                             "ready, put it back")
+                             ONE_AT_A_TIME)
+    if result.waited_503:
+        # nginx answers 503 with Retry-After when no replica can take a request, and the
+        # client re-sends a keyed POST after it: the request ends well, its user waited
+        raise ExerciseFailed(f"{result.waited_503} of {len(load)} requests were answered 503 "
+                             "(no replica could take them) and went through only because the "
+                             "client waited its Retry-After and sent them again: every replica "
+                             "was out at once", ONE_AT_A_TIME)
     return (f"both replicas restarted in {took:.1f} s; 0 failed of {len(load)} requests")
 
 

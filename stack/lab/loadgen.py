@@ -121,6 +121,7 @@ class Engine:
         self.counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self.late = 0
         self.retried = 0  # re-sends after a connection closed without a response
+        self.waited_503 = 0  # of those, re-sends after a 503's Retry-After
         self.schedules: list[_Schedule] = []
         self.load_tasks: set[asyncio.Task[None]] = set()
         self.probe_tasks: set[asyncio.Task[None]] = set()
@@ -188,7 +189,8 @@ class Engine:
         return {"event": "done", "load_sent": load_sent, "load_ok": load_ok,
                 "probes_sent": probes_sent, "probes_ok": probes_ok,
                 "duration_s": round(ended - self.t0, 3), "load_late": self.late,
-                "retried": self.retried, "cpu_s": round(time.process_time(), 3)}
+                "retried": self.retried, "waited_503": self.waited_503,
+                "cpu_s": round(time.process_time(), 3)}
 
     def _load_launcher(self, pool: Pool) -> Callable[[float], None]:
         loop = asyncio.get_running_loop()
@@ -268,6 +270,7 @@ class Engine:
             if wait is None or _now() + wait >= deadline - 0.05:
                 return resp
             self.retried += 1
+            self.waited_503 += 1
             await asyncio.sleep(wait)
 
     async def _send(self, kind: str, due: float, timeout: float,

@@ -57,6 +57,7 @@ class TrafficResult:
     load_late: int = 0  # left LATE_S or more after their slot, or never (client_overload)
     retried: int = 0  # keyed POSTs re-sent: connection closed unanswered, or a 503's Retry-After
     client_cpu_s: float = 0.0  # CPU seconds the client's process used
+    waited_503: int = 0  # of the retried: a 503 said Retry-After, the client waited and re-sent
 
     @property
     def load_failed(self) -> int:
@@ -341,7 +342,8 @@ class Traffic:
                     self._result = TrafficResult(
                         self.name, self.path, event["load_sent"], event["load_ok"],
                         event["probes_sent"], event["probes_ok"], event["duration_s"],
-                        event["load_late"], event["retried"], event["cpu_s"])
+                        event["load_late"], event["retried"], event["cpu_s"],
+                        event.get("waited_503", 0))
                     self.sent, self.ok, self.late = (event["load_sent"], event["load_ok"],
                                                      event["load_late"])
                 elif kind == "error":
