@@ -315,9 +315,10 @@ def report_overload(f: dict) -> str:
     return (f"AFTER lab past the target, {f['rate']:g} req/s open loop for {f['duration_s']:g} "
             f"s through nginx: {ok} ok = {ok / f['duration_s']:.0f} ok/s; not ok: {rest}; p50 "
             f"{f['p50_ms']:.1f} ms, over the last {LAST_S:g} s {f['last_p50_ms']:.1f} ms (no "
-            "target; when the lab falls behind, nginx answers 503 at once past each replica's "
-            "max_conns, so it goes on serving near its capacity and recovers, instead of "
-            "queueing into timeouts and re-sends)")
+            "target; when the lab falls behind, nginx answers the excess 503 at once past each "
+            "replica's max_conns, so it goes on serving near its capacity instead of queueing "
+            "into timeouts and re-sends; an answered request's latency includes the client's "
+            "wait for a 503's Retry-After)")
 
 
 # hey's summary: its rate, its latency percentiles and its count per status code
