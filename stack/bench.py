@@ -7,9 +7,9 @@ against a replica called directly, and the CPU each process spends per request (
 the load client's included, over a fresh lab's first seconds and the steady window after, with
 a replica restarted under the traffic and the machine's pace beside it; the AFTER lab's
 throughput at 500 req/s, once it has settled, with its first seconds apart, the same at 650
-req/s (past the target: how it degrades), and its capacity closed loop (hey -c 16); the load client alone on one core against a static nginx (its CPU per
-request at 80 req/s, and whether it holds 1,000 req/s); and the no-fault AFTER lab beside a
-busy loop.
+req/s (past the target: how it degrades), and its capacity closed loop (hey -c 16); the load
+client alone on one core against a static nginx (its CPU per request at 80 req/s, and whether
+it holds 1,000 req/s); and the no-fault AFTER lab beside a busy loop.
 """
 from __future__ import annotations
 

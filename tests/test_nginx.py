@@ -398,26 +398,29 @@ def test_tuned_answers_503_at_once_past_max_conns(make_nginx, backends):
     def send_slow() -> None:
         slow.append(_get(nginx.url + "/predict?delay=1.2").status_code)
 
-    threads = [threading.Thread(target=send_slow) for _ in range(8)]  # 2 entries x 2 replicas
+    threads = [threading.Thread(target=send_slow, daemon=True)
+               for _ in range(8)]  # 2 entries x 2 replicas
     for t in threads:
         t.start()
-    assert _poll(lambda: sum(b.in_flight for b in backends), 8) == 8
-    served = sum(b.requests for b in backends)
-    t0 = time.monotonic()
-    full = _get(nginx.url + "/predict")
-    waited = time.monotonic() - t0
-    assert full.status_code == 503 and full.json()["error"] == "no_replica_available"
-    assert full.headers["retry-after"] == "1"
-    assert waited < 0.5, waited
-    # a keyed POST reaches its location by error_page; its 502 must become the same 503
-    keyed = httpx.post(nginx.url + "/predict", json={}, timeout=10,
-                       headers={"Idempotency-Key": "00000000-0000-4000-8000-000000000001"})
-    assert keyed.status_code == 503 and keyed.json()["error"] == "no_replica_available"
-    assert keyed.headers["retry-after"] == "1"
-    assert sum(b.requests for b in backends) == served  # no replica was asked
-    assert max(b.in_flight for b in backends) == 4
-    for t in threads:
-        t.join(10)
+    try:
+        assert _poll(lambda: sum(b.in_flight for b in backends), 8) == 8
+        served = sum(b.requests for b in backends)
+        t0 = time.monotonic()
+        full = _get(nginx.url + "/predict")
+        waited = time.monotonic() - t0
+        assert full.status_code == 503 and full.json()["error"] == "no_replica_available"
+        assert full.headers["retry-after"] == "1"
+        assert waited < 0.5, waited
+        # a keyed POST reaches its location by error_page; its 502 must become the same 503
+        keyed = httpx.post(nginx.url + "/predict", json={}, timeout=10,
+                           headers={"Idempotency-Key": "00000000-0000-4000-8000-000000000001"})
+        assert keyed.status_code == 503 and keyed.json()["error"] == "no_replica_available"
+        assert keyed.headers["retry-after"] == "1"
+        assert sum(b.requests for b in backends) == served  # no replica was asked
+        assert max(b.in_flight for b in backends) == 4
+    finally:  # the slow requests end (1.2 s) before the fixture stops nginx and the backends
+        for t in threads:
+            t.join(10)
     assert slow == [200] * 8
     assert _get(nginx.url + "/predict").status_code == 200
 

@@ -120,7 +120,7 @@ class Engine:
                           None if body is None else str(body).encode(), headers)
         self.counts = {"load": [0, 0], "probe": [0, 0]}  # kind -> [sent, ok]
         self.late = 0
-        self.retried = 0  # re-sends after a connection closed without a response
+        self.retried = 0  # re-sends: a connection closed unanswered, or a 503's Retry-After
         self.waited_503 = 0  # of those, re-sends after a 503's Retry-After
         self.schedules: list[_Schedule] = []
         self.load_tasks: set[asyncio.Task[None]] = set()

@@ -198,7 +198,8 @@ class Traffic:
 
     @property
     def retried(self) -> int:
-        """Keyed POSTs re-sent after a connection closed unanswered (known at the end)."""
+        """Keyed POSTs re-sent after a connection closed unanswered or a 503's Retry-After
+        (known at the end)."""
         return self._result.retried if self._result else 0
 
     @property
@@ -343,7 +344,7 @@ class Traffic:
                         self.name, self.path, event["load_sent"], event["load_ok"],
                         event["probes_sent"], event["probes_ok"], event["duration_s"],
                         event["load_late"], event["retried"], event["cpu_s"],
-                        event.get("waited_503", 0))
+                        event["waited_503"])
                     self.sent, self.ok, self.late = (event["load_sent"], event["load_ok"],
                                                      event["load_late"])
                 elif kind == "error":
