@@ -89,3 +89,25 @@ def test_database_nodes_from_patroni():
     no_leader = {"pg1": (False, False), "pg2": (True, False)}
     st = classify(CLEAN, 0.12, UP, 1.0, db_nodes=no_leader)
     assert st.color == "red" and "no database primary" in str(st)
+
+
+def test_database_nodes_read_over_the_last_scrapes():
+    """Patroni's node is judged on its last three scrapes (max_over_time), so one missed scrape
+    of a busy agent is not a lost primary; the window follows the scrape interval."""
+    def prom(window: str, leader_up: float) -> FakeProm:
+        def q(metric: str) -> str:
+            return f'max_over_time({metric}{{job="patroni"}}[{window}])'
+        return FakeProm({
+            q("up"): [Sample({"instance": "pg1"}, leader_up, 0), Sample({"instance": "pg2"}, 1, 0)],
+            q("patroni_postgres_running"): [Sample({"instance": "pg1"}, 1, 0),
+                                            Sample({"instance": "pg2"}, 1, 0)],
+            q("patroni_primary"): [Sample({"instance": "pg1"}, 1, 0),
+                                   Sample({"instance": "pg2"}, 0, 0)],
+            'up{job="api"}': [Sample({"replica": "api1"}, 1, 0)],
+        })
+    assert state(prom("3s", 1)).values["db_nodes"] == {"pg1": (True, True), "pg2": (True, False)}
+    st = state(prom("3s", 0))  # no scrape of the leader answered in the window
+    assert st.color == "red" and "no database primary" in str(st)
+    slow = SloSettings(scrape_interval_s=0.5)
+    assert state(prom("1500ms", 1), slow).color == "green"
+    assert state(prom("3s", 1), slow).values["db_nodes"] == {}  # asked for 1500ms, not 3s

@@ -7,6 +7,9 @@ action the runbook asks for and the reasons that put it there.
 - red: a page-level burn (14.4x over 1h and 5m, or 6x over 6h and 30m), or no healthy replica
   (the uptime probe fails, or every replica is down), or no database primary.
 
+Patroni's nodes are judged on their last three scrapes, not the latest one alone: on a busy
+machine an agent can miss one scrape while its database serves on.
+
 `classify()` is a pure function of the numbers; `state(prom)` queries them from Prometheus
 (the recording rules of `stack.analysis.slo` must be loaded).
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Protocol
 
-from stack.analysis.slo import SloSettings, record_name
+from stack.analysis.slo import SloSettings, prom_duration, record_name
 
 ACTIONS = {
     "green": "No action: watch the dashboard; the error budget is spent no faster than planned.",
@@ -108,18 +111,28 @@ def state(prom: Queryable, s: SloSettings = SloSettings()) -> HealthState:
     up = {r.labels.get("replica", r.labels.get("instance", "?")): float(r.value)
           for r in prom.query('up{job="api"}')}
     probe = _one(prom, 'min(probe_success{job="probe"})')
-    return classify(ratios, p99, up, probe, s, db_nodes=_db_nodes(prom))
+    return classify(ratios, p99, up, probe, s, db_nodes=_db_nodes(prom, s.scrape_interval_s))
 
 
-def _db_nodes(prom: Queryable) -> dict[str, tuple[bool, bool]] | None:
-    """Patroni's metrics per node: (Postgres running, primary); a node whose agent does not
-    answer its scrape counts as down. None when Prometheus scrapes no Patroni."""
-    up = {r.labels.get("instance", "?"): float(r.value) for r in prom.query('up{job="patroni"}')}
+# A Patroni agent that misses one scrape (its REST API slow on a busy machine) has not lost
+# the database: a node counts as down, or as not the primary, only when none of its scrapes in
+# the last DB_SCRAPES scrape intervals said otherwise. A real loss shows after that many seconds.
+DB_SCRAPES = 3
+
+
+def _db_nodes(prom: Queryable, scrape_interval_s: float = 1.0) -> dict[str, tuple[bool, bool]] | None:
+    """Patroni's metrics per node over the last DB_SCRAPES scrapes: (Postgres running,
+    primary); a node whose agent answered none of them counts as down. None when Prometheus
+    scrapes no Patroni."""
+    window = prom_duration(DB_SCRAPES * scrape_interval_s)
+
+    def latest(metric: str) -> dict[str, float]:
+        return {r.labels.get("instance", "?"): float(r.value)
+                for r in prom.query(f'max_over_time({metric}{{job="patroni"}}[{window}])')}
+
+    up = latest("up")
     if not up:
         return None
-    running = {r.labels.get("instance"): float(r.value) == 1
-               for r in prom.query('patroni_postgres_running{job="patroni"}')}
-    primary = {r.labels.get("instance"): float(r.value) == 1
-               for r in prom.query('patroni_primary{job="patroni"}')}
-    return {inst: (bool(u) and running.get(inst, False), bool(u) and primary.get(inst, False))
+    running, primary = latest("patroni_postgres_running"), latest("patroni_primary")
+    return {inst: (u == 1 and running.get(inst) == 1, u == 1 and primary.get(inst) == 1)
             for inst, u in up.items()}

@@ -61,6 +61,7 @@ class SloSettings:
     latency_objective_s: float = 0.5
     route: str = ROUTE
     alerts: tuple[BurnAlert, ...] = field(default=ALERTS)
+    scrape_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.time_scale_s > 0:
@@ -72,7 +73,8 @@ class SloSettings:
     def from_spec(cls, spec: object) -> "SloSettings":
         """From a topology's PrometheusSpec."""
         return cls(time_scale_s=spec.time_scale_s, target=spec.slo_target,  # type: ignore[attr-defined]
-                   latency_objective_s=spec.latency_objective_s)  # type: ignore[attr-defined]
+                   latency_objective_s=spec.latency_objective_s,  # type: ignore[attr-defined]
+                   scrape_interval_s=spec.scrape_interval_s)  # type: ignore[attr-defined]
 
     @property
     def budget(self) -> float:
