@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from stack.errors import ApiError
@@ -97,7 +98,7 @@ PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/predict", response_model=Prediction, responses=PREDICT_RESPONSES)
-def predict(
+async def predict(
     txn: Transaction,
     request: Request,
     idempotency_key: Annotated[str | None, Header(
@@ -107,7 +108,12 @@ def predict(
         json_schema_extra=uuid_string)] = None,
 ) -> Prediction:
     """Score a transaction and record it; an Idempotency-Key (UUID) makes retries safe."""
-    st = get_state(request)
+    # The work blocks (Redis, the model, Postgres), so it runs in the threadpool, in one trip.
+    # A plain `def` endpoint would cost FastAPI a second trip, to validate the response.
+    return await run_in_threadpool(_predict, get_state(request), txn, idempotency_key)
+
+
+def _predict(st: ApiState, txn: Transaction, idempotency_key: str | None) -> Prediction:
     st.faults.on_predict()
     model = st.model  # one snapshot, so a reload mid-request cannot mix versions
     if model is None:
