@@ -38,6 +38,7 @@ from stack.components.watchdog import MemoryWatchdog
 log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
+KEEP_RUNS = 40  # finished run directories kept under the runs root; older ones are removed
 EDGE = "edge"  # a scenario's name for what clients connect to, whichever topology it runs on
 
 
@@ -93,6 +94,7 @@ class Lab:
     def __init__(self, topology: str | Path | Topology = "before", run_dir: str | Path | None = None,
                  *, model_dir: str | Path | None = None, teardown_at_exit: bool = True):
         self.topology = load_topology(topology)
+        self._named_here = run_dir is None  # under runs_root(), where old runs are pruned
         if run_dir is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             run_dir = runs_root() / f"{stamp}-{self.topology.name}-{secrets.token_hex(3)}"
@@ -137,6 +139,8 @@ class Lab:
         if self._up:
             return self
         t0 = time.monotonic()
+        if self._named_here:
+            prune_runs(self.run_dir.parent)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.chmod(0o755)
         if self.teardown_at_exit:
@@ -577,6 +581,27 @@ def live_runs(root: Path | None = None) -> list[Path]:
         except (OSError, json.JSONDecodeError):
             found.append(state.parent)
     return found
+
+
+def prune_runs(root: Path, keep: int = KEEP_RUNS) -> list[Path]:
+    """Remove the run directories of finished labs under `root` but the newest `keep` (by
+    name, which starts with the time the lab was made); a lab that is not down is never
+    touched. Returns what was removed."""
+    finished = []
+    for state in root.glob(f"*/{STATE_FILE}"):
+        try:
+            if json.loads(state.read_text()).get("status") == "down":
+                finished.append(state.parent)
+        except (OSError, json.JSONDecodeError):
+            continue  # being written, or unreadable: not ours to judge
+    finished.sort(key=lambda p: p.name)
+    removed = finished[:len(finished) - keep] if len(finished) > keep else []
+    for run_dir in removed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if removed:
+        log.info("removed %d finished run directories under %s (kept the newest %d)",
+                 len(removed), root, keep)
+    return removed
 
 
 def _remove_data(run_dir: Path) -> None:
