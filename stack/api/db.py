@@ -29,7 +29,7 @@ _SELECT_CUSTOMER_SLOW = (f"WITH delay AS MATERIALIZED (SELECT pg_sleep(%s)) "
                          f"WHERE customer_id = %s")
 _SELECT_PREDICTION = ("SELECT request_id, customer_id, inputs, score, model_version, replica "
                       "FROM predictions WHERE request_id = %s")
-_INSERT_PREDICTION = ("INSERT INTO predictions "
+INSERT_PREDICTION = ("INSERT INTO predictions "
                       "(request_id, customer_id, inputs, score, model_version, replica) "
                       "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING")
 
@@ -118,6 +118,6 @@ def insert_prediction(pool: ConnectionPool, request_id: uuid.UUID, customer_id: 
                       replica: str) -> bool:
     """Record a prediction (committed on return); False if that request_id already exists."""
     with pool.connection() as conn:
-        cur = conn.execute(_INSERT_PREDICTION, (request_id, customer_id, Jsonb(inputs), score,
+        cur = conn.execute(INSERT_PREDICTION, (request_id, customer_id, Jsonb(inputs), score,
                                                 model_version, replica))
         return cur.rowcount == 1
