@@ -67,10 +67,17 @@ def errors_by_cause(result: ScenarioResult, run_dir: str | Path) -> pd.DataFrame
     return grouped.sort_values("events", ascending=False).reset_index(drop=True)
 
 
+# A frozen process that is resumed reports at once what timed out while it was stopped (a
+# request whose wait for a database connection ran out during the freeze): those events come
+# at the instant the fault is undone, which the run's clocks place within milliseconds of it.
+RESUME_S = 0.25
+
+
 def fault_damage(result: ScenarioResult, run_dir: str | Path | None = None,
                  grace_s: float = 2.0) -> pd.DataFrame:
     """Per fault: failed requests, seconds the uptime probe saw down, and Sentry events in
-    its window (the window runs until the fault is undone, plus a grace for recovery)."""
+    its window (the window runs until the fault is undone, plus a grace for recovery); apart,
+    the Sentry events while the fault was in place (up to RESUME_S before it was undone)."""
     df = result.records
     load = df[df["kind"] == "load"]
     probes = df[df["kind"] == "probe"]
@@ -82,7 +89,9 @@ def fault_damage(result: ScenarioResult, run_dir: str | Path | None = None,
         lo, hi = f["start"], f["end"] + grace_s
         in_load = load[(load["t"] >= lo) & (load["t"] < hi)]
         in_probe = probes[(probes["t"] >= lo) & (probes["t"] < hi)]
-        ev_in = ev[(ev["wall"] - offset >= lo) & (ev["wall"] - offset < hi)] if len(ev) else ev
+        t_ev = ev["wall"] - offset
+        ev_in = ev[(t_ev >= lo) & (t_ev < hi)] if len(ev) else ev
+        ev_down = ev[(t_ev >= lo) & (t_ev < f["end"] - RESUME_S)] if len(ev) else ev
         rows.append({
             "fault": f["fault"], "target": f["target"], "start_s": round(lo, 1),
             "end_s": round(f["end"], 1),
@@ -90,6 +99,7 @@ def fault_damage(result: ScenarioResult, run_dir: str | Path | None = None,
             "users_saw": _main_error(in_load),
             "probe_down_s": float((in_probe["status"] // 100 != 2).sum() * interval),
             "sentry_events": int(len(ev_in)),
+            "sentry_while_down": int(len(ev_down)),
             "error": f.get("error", ""),
         })
     return pd.DataFrame(rows)
@@ -107,7 +117,7 @@ def verdicts_week1(result: ScenarioResult, damage: pd.DataFrame, slo: float = 0.
     is judged over the week the replay stands for."""
     week = result.week(slo=slo)
     hurt = damage[damage["failed_requests"] > 0]
-    silent = damage[(damage["failed_requests"] > 0) & (damage["sentry_events"] == 0)]
+    silent = damage[(damage["failed_requests"] > 0) & (damage["sentry_while_down"] == 0)]
     kinds = {"crash", "hang", "memory_leak", "bad_model"}
     outages = damage[damage["fault"].isin(kinds)]
     return [
@@ -122,7 +132,8 @@ def verdicts_week1(result: ScenarioResult, damage: pd.DataFrame, slo: float = 0.
                          bool((outages["probe_down_s"] > 0).all())
                          and set(outages["fault"]) == kinds,
                          "crash, hang, memory leak, bad model"),
-        analysis.verdict("a crashed or frozen process reports nothing to Sentry",
+        analysis.verdict("a crashed or frozen process reports nothing to Sentry while it is "
+                         "down",
                          {"crash", "hang"} <= set(silent["fault"]),
                          "crash and hang were seen by the uptime probe alone"),
     ]
