@@ -95,8 +95,11 @@ def test_database_nodes_read_over_the_last_scrapes():
     """Patroni's node is judged on its last three scrapes (max_over_time), so one missed scrape
     of a busy agent is not a lost primary; the window follows the scrape interval."""
     def prom(window: str, leader_up: float) -> FakeProm:
+        lookback = {"3s": "30s", "1500ms": "15s"}[window]
+
         def q(metric: str) -> str:
-            return f'max_over_time({metric}{{job="patroni"}}[{window}])'
+            return (f'max_over_time({metric}{{job="patroni"}}[{window}]) '
+                    f'or last_over_time({metric}{{job="patroni"}}[{lookback}])')
         return FakeProm({
             q("up"): [Sample({"instance": "pg1"}, leader_up, 0), Sample({"instance": "pg2"}, 1, 0)],
             q("patroni_postgres_running"): [Sample({"instance": "pg1"}, 1, 0),

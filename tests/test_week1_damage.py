@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from stack.course.week1 import RESUME_S, fault_damage
+from stack.course.week1 import fault_damage
 
 T0 = 1_800_000_000.0  # the run's t = 0, as Unix time
 

@@ -7,8 +7,9 @@ action the runbook asks for and the reasons that put it there.
 - red: a page-level burn (14.4x over 1h and 5m, or 6x over 6h and 30m), or no healthy replica
   (the uptime probe fails, or every replica is down), or no database primary.
 
-Patroni's nodes are judged on their last three scrapes, not the latest one alone: on a busy
-machine an agent can miss one scrape while its database serves on.
+Patroni's nodes are judged on their last three scrapes, not the latest one alone (on a busy
+machine an agent can miss one scrape while its database serves on), and on their latest value
+when Prometheus has not scraped them for a few seconds (it has just restarted).
 
 `classify()` is a pure function of the numbers; `state(prom)` queries them from Prometheus
 (the recording rules of `stack.analysis.slo` must be loaded).
@@ -117,18 +118,26 @@ def state(prom: Queryable, s: SloSettings = SloSettings()) -> HealthState:
 # A Patroni agent that misses one scrape (its REST API slow on a busy machine) has not lost
 # the database: a node counts as down, or as not the primary, only when none of its scrapes in
 # the last DB_SCRAPES scrape intervals said otherwise. A real loss shows after that many seconds.
+# A node with no scrape in that window at all keeps its latest value from the last
+# DB_LOOKBACK_SCRAPES intervals, so it does not drop out of the picture: after a restart
+# Prometheus marks every series stale and takes seconds to scrape each target again (week 3
+# restarts it to load the backfilled history). A node whose agent is down is still scraped,
+# with `up` 0.
 DB_SCRAPES = 3
+DB_LOOKBACK_SCRAPES = 30
 
 
 def _db_nodes(prom: Queryable, scrape_interval_s: float = 1.0) -> dict[str, tuple[bool, bool]] | None:
-    """Patroni's metrics per node over the last DB_SCRAPES scrapes: (Postgres running,
-    primary); a node whose agent answered none of them counts as down. None when Prometheus
-    scrapes no Patroni."""
+    """Patroni's metrics per node, (Postgres running, primary), over the last DB_SCRAPES
+    scrapes (else its latest value within DB_LOOKBACK_SCRAPES); a node whose agent answered
+    none of them counts as down. None when Prometheus scrapes no Patroni."""
     window = prom_duration(DB_SCRAPES * scrape_interval_s)
+    lookback = prom_duration(DB_LOOKBACK_SCRAPES * scrape_interval_s)
 
     def latest(metric: str) -> dict[str, float]:
-        return {r.labels.get("instance", "?"): float(r.value)
-                for r in prom.query(f'max_over_time({metric}{{job="patroni"}}[{window}])')}
+        series = f'{metric}{{job="patroni"}}'
+        expr = f"max_over_time({series}[{window}]) or last_over_time({series}[{lookback}])"
+        return {r.labels.get("instance", "?"): float(r.value) for r in prom.query(expr)}
 
     up = latest("up")
     if not up:
