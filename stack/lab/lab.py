@@ -570,31 +570,31 @@ def down_run(run_dir: str | Path) -> list[tuple[str, str]]:
     return results
 
 
-def live_runs(root: Path | None = None) -> list[Path]:
-    """Run directories under the runs root whose state says the lab is not down."""
-    root = root or runs_root()
+def _run_statuses(root: Path) -> list[tuple[Path, str | None]]:
+    """Each run directory under `root` with its state file's status, by name (None: the file
+    is being written or unreadable)."""
     found = []
     for state in sorted(root.glob(f"*/{STATE_FILE}")):
         try:
-            if json.loads(state.read_text()).get("status") != "down":
-                found.append(state.parent)
+            status = json.loads(state.read_text()).get("status")
         except (OSError, json.JSONDecodeError):
-            found.append(state.parent)
+            status = None
+        found.append((state.parent, status))
     return found
+
+
+def live_runs(root: Path | None = None) -> list[Path]:
+    """Run directories under the runs root whose state says the lab is not down (an
+    unreadable state counts as not down)."""
+    return [run_dir for run_dir, status in _run_statuses(root or runs_root())
+            if status != "down"]
 
 
 def prune_runs(root: Path, keep: int = KEEP_RUNS) -> list[Path]:
     """Remove the run directories of finished labs under `root` but the newest `keep` (by
-    name, which starts with the time the lab was made); a lab that is not down is never
-    touched. Returns what was removed."""
-    finished = []
-    for state in root.glob(f"*/{STATE_FILE}"):
-        try:
-            if json.loads(state.read_text()).get("status") == "down":
-                finished.append(state.parent)
-        except (OSError, json.JSONDecodeError):
-            continue  # being written, or unreadable: not ours to judge
-    finished.sort(key=lambda p: p.name)
+    name, which starts with the time the lab was made); a lab that is not down, or whose
+    state cannot be read, is never touched. Returns what was removed."""
+    finished = [run_dir for run_dir, status in _run_statuses(root) if status == "down"]
     removed = finished[:len(finished) - keep] if len(finished) > keep else []
     for run_dir in removed:
         shutil.rmtree(run_dir, ignore_errors=True)
